@@ -1,0 +1,231 @@
+//! Configuration: `proxy.toml` plus `FTPBRIDGE__…` environment overrides,
+//! validated into a [`RuntimeConfig`] the rest of the program can trust.
+//!
+//! Loading goes file → overrides → serde model (`model`, unknown keys
+//! refused) → `validate` (every value interpreted, every reference checked,
+//! key files loaded). Any failure is a [`ConfigError`] naming the key.
+
+pub mod human;
+pub mod model;
+mod validate;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::secret::Secret;
+use crate::upstream::RemotePath;
+use crate::upstream::sftp::{SftpCredentials, SftpSettings};
+
+/// Prefix of environment overrides: `FTPBRIDGE__SERVER__MAX_SESSIONS=10`,
+/// `FTPBRIDGE__LISTENERS__0__BIND=0.0.0.0:21` (numbers index arrays).
+pub const ENV_PREFIX: &str = "FTPBRIDGE__";
+
+/// A configuration problem, with the key it is about.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Defaults, in one place.
+pub mod defaults {
+    use std::time::Duration;
+
+    pub const MAX_SESSIONS: usize = 1000;
+    pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+    pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const DATA_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const DATA_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+    pub const MAX_LOGIN_ATTEMPTS: u32 = 3;
+    pub const BANNER: &str = "ftpbridge ready";
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+    pub const REQUESTS_IN_FLIGHT: usize = 16;
+    pub const SFTP_PORT: u16 = 22;
+}
+
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    pub server: ServerSettings,
+    pub listeners: Vec<Arc<ListenerConfig>>,
+    pub upstreams: HashMap<String, Arc<UpstreamConfig>>,
+    pub users: HashMap<String, Arc<UserConfig>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Concurrent FTP sessions over all listeners.
+    pub max_sessions: usize,
+    /// How long running transfers may go on after a shutdown request.
+    pub shutdown_grace: Duration,
+}
+
+/// Where PASV/EPSV tell clients to connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PassiveAddress {
+    /// The local address the client's control connection reached.
+    Auto,
+    Ip(IpAddr),
+    /// Resolved at each PASV, so a changed DNS record takes effect.
+    Host(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub bind: SocketAddr,
+    pub passive_address: PassiveAddress,
+    /// `None`: the kernel picks an ephemeral port.
+    pub passive_ports: Option<RangeInclusive<u16>>,
+    pub idle_timeout: Duration,
+    pub login_timeout: Duration,
+    pub data_connect_timeout: Duration,
+    pub data_idle_timeout: Duration,
+    pub max_login_attempts: u32,
+    pub banner: String,
+}
+
+/// How the bridge authenticates to an upstream.
+#[derive(Clone)]
+pub enum UpstreamAuth {
+    /// The FTP user name and password are presented to the upstream.
+    Passthrough,
+    /// Fixed service credentials.
+    Service(SftpCredentials),
+}
+
+impl std::fmt::Debug for UpstreamAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpstreamAuth::Passthrough => f.write_str("Passthrough"),
+            UpstreamAuth::Service(credentials) => write!(f, "Service({credentials:?})"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub sftp: SftpSettings,
+    pub auth: UpstreamAuth,
+    pub root: RemotePath,
+    /// Upload to a temporary name and rename on success.
+    pub atomic_uploads: bool,
+}
+
+impl UpstreamConfig {
+    /// The credentials for one login.
+    pub fn credentials(&self, ftp_user: &str, ftp_password: &[u8]) -> SftpCredentials {
+        match &self.auth {
+            UpstreamAuth::Service(credentials) => credentials.clone(),
+            UpstreamAuth::Passthrough => SftpCredentials::Password {
+                username: ftp_user.to_owned(),
+                password: Secret::new(String::from_utf8_lossy(ftp_password).into_owned()),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct UserConfig {
+    pub name: String,
+    /// `None` only for users of a pass-through upstream, which checks the password.
+    pub password_hash: Option<Secret>,
+    pub upstream: Arc<UpstreamConfig>,
+    /// The user's root on the upstream (upstream root + user root).
+    pub root: RemotePath,
+}
+
+impl RuntimeConfig {
+    pub fn user(&self, name: &str) -> Option<&Arc<UserConfig>> {
+        self.users.get(name)
+    }
+}
+
+/// Loads and validates `path` with overrides from the process environment.
+pub fn load(path: &Path) -> Result<RuntimeConfig, ConfigError> {
+    load_with_env(path, std::env::vars())
+}
+
+/// Loads and validates `path` with overrides from `env` (tests inject their own).
+pub fn load_with_env(
+    path: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<RuntimeConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(path.display().to_string(), format!("cannot read: {e}")))?;
+    from_toml(&text, env)
+}
+
+/// Parses and validates TOML text with overrides from `env`.
+pub fn from_toml(
+    text: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<RuntimeConfig, ConfigError> {
+    let mut builder = config::Config::builder()
+        .add_source(config::File::from_str(text, config::FileFormat::Toml));
+    for (key, value) in env {
+        if let Some(path) = env_key_to_path(&key) {
+            builder = builder
+                .set_override(path.as_str(), value)
+                .map_err(|e| ConfigError::new(key.clone(), e.to_string()))?;
+        }
+    }
+    let raw: model::RawConfig = builder
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .map_err(config_crate_error)?;
+    validate::validate(raw)
+}
+
+/// `FTPBRIDGE__LISTENERS__0__BIND` → `listeners[0].bind`.
+fn env_key_to_path(key: &str) -> Option<String> {
+    let rest = key.strip_prefix(ENV_PREFIX)?;
+    let mut path = String::new();
+    for segment in rest.split("__") {
+        if segment.is_empty() {
+            return None;
+        }
+        if segment.bytes().all(|b| b.is_ascii_digit()) {
+            path.push_str(&format!("[{segment}]"));
+        } else {
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(&segment.to_ascii_lowercase());
+        }
+    }
+    Some(path)
+}
+
+fn config_crate_error(e: config::ConfigError) -> ConfigError {
+    // The config crate puts the key in its message ("... for key `x`"), or
+    // says "missing field"; keep its text and pull the key out when present.
+    let text = e.to_string();
+    let key = text
+        .split("for key `")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next())
+        .unwrap_or("config")
+        .to_owned();
+    ConfigError::new(key, text)
+}
+
+#[cfg(test)]
+mod tests;

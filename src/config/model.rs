@@ -1,0 +1,94 @@
+//! The configuration file as written: serde structs that mirror `proxy.toml`.
+//!
+//! Values that need interpretation (durations, port ranges, enums, paths) are
+//! kept as strings here and interpreted in `validate`, so every error there
+//! can name the exact key it comes from.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::secret::Secret;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub listeners: Vec<RawListener>,
+    #[serde(default)]
+    pub upstreams: Vec<RawUpstream>,
+    #[serde(default)]
+    pub users: Vec<RawUser>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub max_sessions: Option<usize>,
+    pub shutdown_grace: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub name: String,
+    pub bind: String,
+    pub passive_address: Option<String>,
+    pub passive_ports: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub login_timeout: Option<String>,
+    pub data_connect_timeout: Option<String>,
+    pub data_idle_timeout: Option<String>,
+    pub max_login_attempts: Option<u32>,
+    pub banner: Option<String>,
+}
+
+/// `host_key = "SHA256:…"` or `host_key = ["SHA256:…", "SHA256:…"]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(one) => vec![one],
+            OneOrMany::Many(many) => many,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub name: String,
+    pub kind: String,
+    pub address: String,
+    pub host_key: Option<OneOrMany>,
+    pub known_hosts: Option<PathBuf>,
+    pub auth: String,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub key: Option<PathBuf>,
+    pub key_passphrase: Option<Secret>,
+    pub root: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub request_timeout: Option<String>,
+    pub keepalive_interval: Option<String>,
+    pub requests_in_flight: Option<usize>,
+    pub atomic_uploads: Option<bool>,
+    pub fsync_uploads: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUser {
+    pub name: String,
+    pub password_hash: Option<Secret>,
+    pub upstream: String,
+    pub root: Option<String>,
+}

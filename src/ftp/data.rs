@@ -1,0 +1,461 @@
+//! Data-channel commands: PASV/EPSV (RFC 959, RFC 2428) and the transfers
+//! that use the data connection (LIST, NLST, MLSD, RETR, STOR, APPE).
+//!
+//! A transfer command first prepares the upstream side (so a missing file is
+//! a plain 550 with no data connection involved), then replies 150, then runs
+//! in its own task: wait for the data connection (425 when none comes), copy,
+//! and finish with 226 only once the upstream confirmed the result.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::task::JoinHandle;
+use tracing::{Instrument, info, warn};
+
+use super::command::{EpsvArg, TransferType};
+use super::listing;
+use super::passive::{PendingDataConnection, canonical};
+use super::reply::Reply;
+use super::reply_map::{Phase, upstream_reply};
+use super::session::{Outcome, Session};
+use super::transfer::{self, TransferControl, TransferError};
+use crate::config::PassiveAddress;
+use crate::upstream::upload::{Upload, UploadKind};
+use crate::upstream::{DirEntry, FileKind, ReadStream};
+
+/// The final reply of a transfer, and whether the session must end after it.
+pub struct TransferOutcome {
+    pub reply: Reply,
+    pub close_session: bool,
+}
+
+/// A transfer running in its own task.
+pub struct ActiveTransfer {
+    join: JoinHandle<TransferOutcome>,
+    control: TransferControl,
+    description: String,
+}
+
+impl ActiveTransfer {
+    /// Waits for the transfer in `slot`; pends forever when there is none
+    /// (the session loop only polls this when there is).
+    pub async fn wait(slot: &mut Option<ActiveTransfer>) -> TransferOutcome {
+        match slot {
+            Some(active) => join_outcome(&mut active.join).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// ABOR or session end: stop the copy, let the task clean up, collect its reply.
+    pub async fn cancel_and_wait(mut self) -> TransferOutcome {
+        self.control.cancel.cancel();
+        join_outcome(&mut self.join).await
+    }
+
+    pub fn progress_text(&self) -> String {
+        format!(
+            "Transfer in progress: {}, {} bytes so far.",
+            self.description,
+            self.control
+                .progress
+                .load(std::sync::atomic::Ordering::Relaxed)
+        )
+    }
+}
+
+async fn join_outcome(join: &mut JoinHandle<TransferOutcome>) -> TransferOutcome {
+    match join.await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            warn!(error = %e, "transfer task failed");
+            TransferOutcome {
+                reply: Reply::new(451, "Transfer failed: internal error."),
+                close_session: false,
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListingKind {
+    /// LIST: `ls -l` lines.
+    List,
+    /// NLST: names only.
+    Names,
+    /// MLSD: RFC 3659 facts.
+    Machine,
+}
+
+/// What a transfer task moves.
+enum Work {
+    Listing(Bytes),
+    Download(Box<dyn ReadStream>),
+    Upload(Upload),
+}
+
+impl Session {
+    pub(super) async fn pasv(&mut self) -> Outcome {
+        if self.epsv_all {
+            return Reply::new(503, "EPSV ALL is in effect; use EPSV.").into();
+        }
+        let advertised = match self.advertised_ipv4().await {
+            Ok(ip) => ip,
+            Err(reply) => return reply.into(),
+        };
+        let port = match self.open_passive().await {
+            Ok(port) => port,
+            Err(reply) => return reply.into(),
+        };
+        let [a, b, c, d] = advertised.octets();
+        let (p1, p2) = (port >> 8, port & 0xff);
+        Reply::new(
+            227,
+            format!("Entering Passive Mode ({a},{b},{c},{d},{p1},{p2})."),
+        )
+        .into()
+    }
+
+    pub(super) async fn epsv(&mut self, arg: EpsvArg) -> Outcome {
+        let local_is_v4 = canonical(self.local.ip()).is_ipv4();
+        match arg {
+            EpsvArg::All => {
+                self.epsv_all = true;
+                return Reply::new(200, "EPSV ALL ok.").into();
+            }
+            EpsvArg::Protocol(1) if !local_is_v4 => {
+                return Reply::new(522, "Network protocol not supported, use (2).").into();
+            }
+            EpsvArg::Protocol(2) if local_is_v4 => {
+                return Reply::new(522, "Network protocol not supported, use (1).").into();
+            }
+            EpsvArg::Protocol(_) | EpsvArg::Any => {}
+        }
+        match self.open_passive().await {
+            Ok(port) => {
+                Reply::new(229, format!("Entering Extended Passive Mode (|||{port}|).")).into()
+            }
+            Err(reply) => reply.into(),
+        }
+    }
+
+    /// Binds a passive port on the address the client reached us on.
+    async fn open_passive(&mut self) -> Result<u16, Reply> {
+        self.passive = None;
+        let local_ip = canonical(self.local.ip());
+        let listener = self.ctx.passive_ports.bind(local_ip).await.map_err(|e| {
+            warn!(error = %e, listener = %self.ctx.listener.name, "no passive port available");
+            Reply::new(425, "No passive port available; try again later.")
+        })?;
+        let pending =
+            PendingDataConnection::start(listener, canonical(self.peer.ip())).map_err(|e| {
+                warn!(error = %e, "passive listener failed");
+                Reply::new(425, "Cannot open a passive port.")
+            })?;
+        let port = pending.local_addr().port();
+        self.passive = Some(pending);
+        Ok(port)
+    }
+
+    /// The IPv4 address a PASV reply advertises (RFC 959's h1,h2,h3,h4).
+    async fn advertised_ipv4(&self) -> Result<std::net::Ipv4Addr, Reply> {
+        let ipv4_only = || Reply::new(425, "PASV needs an IPv4 address; use EPSV.");
+        match &self.ctx.listener.passive_address {
+            PassiveAddress::Auto => match canonical(self.local.ip()) {
+                IpAddr::V4(ip) => Ok(ip),
+                IpAddr::V6(_) => Err(ipv4_only()),
+            },
+            PassiveAddress::Ip(IpAddr::V4(ip)) => Ok(*ip),
+            PassiveAddress::Ip(IpAddr::V6(_)) => Err(ipv4_only()),
+            PassiveAddress::Host(host) => {
+                let resolved = tokio::net::lookup_host((host.as_str(), 0))
+                    .await
+                    .map_err(|e| {
+                        warn!(%host, error = %e, "cannot resolve passive_address");
+                        Reply::new(425, "Cannot determine the passive address.")
+                    })?;
+                resolved
+                    .filter_map(|addr| match addr.ip() {
+                        IpAddr::V4(ip) => Some(ip),
+                        IpAddr::V6(_) => None,
+                    })
+                    .next()
+                    .ok_or_else(ipv4_only)
+            }
+        }
+    }
+
+    pub(super) async fn list(&mut self, arg: Option<Bytes>, kind: ListingKind) -> Outcome {
+        let (path, remote) = match self.resolve(arg.as_deref().unwrap_or(b".")) {
+            Ok(resolved) => resolved,
+            Err(reply) => return reply.into(),
+        };
+        let Some(account) = self.account() else {
+            return Reply::new(530, "Please log in with USER and PASS first.").into();
+        };
+        let upstream = account.upstream.clone();
+        let meta = match upstream.stat(&remote).await {
+            Ok(meta) => meta,
+            Err(e) => return self.upstream_failure(&e, Phase::Opening),
+        };
+        let entries = if meta.is_dir() {
+            match upstream.list(&remote).await {
+                Ok(mut entries) => {
+                    entries.sort_by(|a, b| a.name.cmp(&b.name));
+                    entries
+                }
+                Err(e) => return self.upstream_failure(&e, Phase::Opening),
+            }
+        } else if kind == ListingKind::Machine {
+            // RFC 3659 §7.1: MLSD of something that is not a directory is 501.
+            return Reply::new(501, "MLSD needs a directory; use MLST for a file.").into();
+        } else {
+            // `ls -l file` lists the file itself.
+            let name = path.file_name().unwrap_or(b"/");
+            vec![DirEntry {
+                name: Bytes::copy_from_slice(name),
+                metadata: meta,
+            }]
+        };
+        let now = chrono::Utc::now().timestamp();
+        let mut body = Vec::with_capacity(entries.len() * 80);
+        for entry in &entries {
+            match kind {
+                ListingKind::List => {
+                    body.extend_from_slice(&listing::list_line(&entry.name, &entry.metadata, now))
+                }
+                ListingKind::Names => body.extend_from_slice(&listing::name_line(&entry.name)),
+                ListingKind::Machine => {
+                    let unique = listing::unique_id(remote.join(&entry.name).as_bytes());
+                    body.extend_from_slice(&listing::mlsx_facts(
+                        &entry.name,
+                        &entry.metadata,
+                        unique,
+                    ));
+                    body.extend_from_slice(b"\r\n");
+                }
+            }
+        }
+        let description = format!("listing of {path}");
+        self.start(
+            Work::Listing(Bytes::from(body)),
+            Reply::new(150, "Here comes the directory listing."),
+            description,
+        )
+        .await
+    }
+
+    pub(super) async fn retr(&mut self, arg: &[u8], offset: u64) -> Outcome {
+        let (path, remote) = match self.resolve(arg) {
+            Ok(resolved) => resolved,
+            Err(reply) => return reply.into(),
+        };
+        let Some(account) = self.account() else {
+            return Reply::new(530, "Please log in with USER and PASS first.").into();
+        };
+        let upstream = account.upstream.clone();
+        let meta = match upstream.stat(&remote).await {
+            Ok(meta) => meta,
+            Err(e) => return self.upstream_failure(&e, Phase::Opening),
+        };
+        if meta.kind != FileKind::File {
+            return Reply::new(550, "Not a plain file.").into();
+        }
+        if offset > meta.size {
+            return Reply::new(
+                554,
+                format!(
+                    "Requested action not taken: invalid REST parameter (file has {} bytes).",
+                    meta.size
+                ),
+            )
+            .into();
+        }
+        let stream = match upstream.open_read(&remote, offset).await {
+            Ok(stream) => stream,
+            Err(e) => return self.upstream_failure(&e, Phase::Opening),
+        };
+        let opening = Reply::new(
+            150,
+            format!(
+                "Opening {} mode data connection for {path} ({} bytes).",
+                self.mode_name(),
+                meta.size - offset
+            ),
+        );
+        self.start(
+            Work::Download(stream),
+            opening,
+            format!("download of {path}"),
+        )
+        .await
+    }
+
+    pub(super) async fn store(&mut self, arg: &[u8], kind: UploadKind) -> Outcome {
+        let (path, remote) = match self.resolve(arg) {
+            Ok(resolved) => resolved,
+            Err(reply) => return reply.into(),
+        };
+        let Some(account) = self.account() else {
+            return Reply::new(530, "Please log in with USER and PASS first.").into();
+        };
+        let upstream = account.upstream.clone();
+        let atomic = account.user.upstream.atomic_uploads;
+        let upload = match Upload::begin(&upstream, &remote, kind, atomic).await {
+            Ok(upload) => upload,
+            Err(e) => return self.upstream_failure(&e, Phase::Opening),
+        };
+        let opening = Reply::new(
+            150,
+            format!(
+                "Opening {} mode data connection for {path}.",
+                self.mode_name()
+            ),
+        );
+        self.start(Work::Upload(upload), opening, format!("upload of {path}"))
+            .await
+    }
+
+    fn mode_name(&self) -> &'static str {
+        match self.transfer_type {
+            TransferType::Ascii => "ASCII",
+            TransferType::Image => "BINARY",
+        }
+    }
+
+    /// Sends the 150, then hands the work to a transfer task whose final
+    /// reply the session loop sends when it ends.
+    async fn start(&mut self, work: Work, opening: Reply, description: String) -> Outcome {
+        let Some(pending) = self.passive.take() else {
+            drop_work(work);
+            return Reply::new(425, "Use PASV or EPSV first.").into();
+        };
+        if self.send(opening).await.is_err() {
+            drop_work(work);
+            return Outcome::Close(Reply::new(421, "Control connection failed."));
+        }
+        let control = TransferControl::new(self.ctx.listener.data_idle_timeout);
+        let task = run_transfer(
+            pending,
+            work,
+            self.transfer_type == TransferType::Ascii,
+            self.ctx.listener.data_connect_timeout,
+            control.clone(),
+            description.clone(),
+        )
+        .instrument(self.span.clone());
+        self.active = Some(ActiveTransfer {
+            join: tokio::spawn(task),
+            control,
+            description,
+        });
+        Outcome::Started
+    }
+}
+
+fn drop_work(work: Work) {
+    if let Work::Upload(upload) = work {
+        tokio::spawn(upload.abort());
+    } else if let Work::Download(stream) = work {
+        tokio::spawn(stream.close());
+    }
+}
+
+async fn run_transfer(
+    pending: PendingDataConnection,
+    work: Work,
+    ascii: bool,
+    connect_timeout: Duration,
+    control: TransferControl,
+    description: String,
+) -> TransferOutcome {
+    let started = Instant::now();
+    let connection = tokio::select! {
+        biased;
+        _ = control.cancel.cancelled() => Err(None),
+        result = pending.connection(connect_timeout) => result.map_err(Some),
+    };
+    let mut data = match connection {
+        Ok(data) => data,
+        Err(reason) => {
+            drop_work(work);
+            let reply = match reason {
+                Some(e) => {
+                    info!(%description, error = %e, "no data connection");
+                    Reply::new(425, "Cannot open data connection.")
+                }
+                None => Reply::new(426, "Transfer aborted before the data connection opened."),
+            };
+            return TransferOutcome {
+                reply,
+                close_session: false,
+            };
+        }
+    };
+
+    let (direction, result) = match work {
+        Work::Listing(bytes) => (
+            "listing",
+            transfer::send_bytes(&mut data, bytes, &control).await,
+        ),
+        Work::Download(mut stream) => {
+            let result = transfer::download(&mut data, stream.as_mut(), ascii, &control).await;
+            stream.close().await;
+            ("download", result)
+        }
+        Work::Upload(mut upload) => {
+            let received = transfer::upload(&mut data, &mut upload, ascii, &control).await;
+            let result = match received {
+                Ok(received) => upload
+                    .commit()
+                    .await
+                    .map(|_| received)
+                    .map_err(TransferError::Upstream),
+                Err(e) => {
+                    upload.abort().await;
+                    Err(e)
+                }
+            };
+            ("upload", result)
+        }
+    };
+    drop(data);
+
+    let elapsed = started.elapsed();
+    match result {
+        Ok(bytes) => {
+            info!(direction, %description, bytes, duration_ms = elapsed.as_millis() as u64, result = "ok", "transfer");
+            let text = if direction == "listing" {
+                "Directory send OK.".to_owned()
+            } else {
+                format!("Transfer complete ({bytes} bytes).")
+            };
+            TransferOutcome {
+                reply: Reply::new(226, text),
+                close_session: false,
+            }
+        }
+        Err(e) => {
+            let bytes = control.progress.load(std::sync::atomic::Ordering::Relaxed);
+            info!(direction, %description, bytes, duration_ms = elapsed.as_millis() as u64, result = %e, "transfer");
+            failure_outcome(&e)
+        }
+    }
+}
+
+fn failure_outcome(e: &TransferError) -> TransferOutcome {
+    let reply = match e {
+        TransferError::DataConnection(_) => {
+            Reply::new(426, "Data connection closed; transfer aborted.")
+        }
+        TransferError::DataTimeout(_) => {
+            Reply::new(426, "Data connection timed out; transfer aborted.")
+        }
+        TransferError::Aborted => Reply::new(426, "Transfer aborted."),
+        TransferError::Upstream(err) => upstream_reply(err, Phase::Transfer).0,
+    };
+    TransferOutcome {
+        reply,
+        close_session: false,
+    }
+}

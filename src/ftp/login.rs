@@ -1,0 +1,107 @@
+//! USER and PASS (RFC 959 §4.1.1), and opening the user's upstream session.
+//!
+//! "USER: 230, 530, 500, 501, 421, 331, 332" and "PASS: 230, 202, 530, 500,
+//! 501, 503, 421, 332" (RFC 959 §5.4). The upstream session is opened here,
+//! so a refused upstream login is a 530 and an unreachable upstream a 421,
+//! never a surprise at the first transfer.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tracing::{info, warn};
+
+use super::command::Password;
+use super::path::VirtualPath;
+use super::reply::Reply;
+use super::session::{Account, LoginState, Outcome, Session};
+use crate::config::UserConfig;
+use crate::upstream::sftp::SftpUpstream;
+use crate::upstream::{ErrorKind, SharedUpstream, UpstreamError};
+
+impl Session {
+    pub(super) fn user(&mut self, name: Bytes) -> Outcome {
+        if self.is_logged_in() {
+            return Reply::new(530, "Already logged in; cannot change to another user.").into();
+        }
+        let name = String::from_utf8_lossy(&name).into_owned();
+        let reply = Reply::new(331, format!("Password required for {name}."));
+        self.login = LoginState::UserGiven(name);
+        reply.into()
+    }
+
+    pub(super) async fn pass(&mut self, password: Password) -> Outcome {
+        let name = match &self.login {
+            LoginState::UserGiven(name) => name.clone(),
+            LoginState::LoggedIn(_) => return Reply::new(230, "Already logged in.").into(),
+            LoginState::Fresh => return Reply::new(503, "Login with USER first.").into(),
+        };
+        let user = self.ctx.config.user(&name).cloned();
+        let verified = match &user {
+            // A pass-through user without a local hash is checked by the upstream.
+            Some(user) => match &user.password_hash {
+                Some(hash) => self.ctx.passwords.verify(Some(hash), &password.0).await,
+                None => true,
+            },
+            None => {
+                self.ctx.passwords.verify(None, &password.0).await;
+                false
+            }
+        };
+        let Some(user) = user.filter(|_| verified) else {
+            return self.login_failed(&name, "wrong user name or password");
+        };
+
+        let upstream = match connect_upstream(&user, &password).await {
+            Ok(upstream) => upstream,
+            Err(e) if e.kind() == ErrorKind::AuthenticationFailed => {
+                return self.login_failed(&name, &e.to_string());
+            }
+            Err(e) => {
+                warn!(user = %name, upstream = %user.upstream.name, error = %e, "cannot open the upstream session");
+                return Outcome::Close(Reply::new(
+                    421,
+                    "Upstream storage unavailable; try again later.",
+                ));
+            }
+        };
+        match upstream.stat(&user.root).await {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) | Err(_) => {
+                warn!(user = %name, root = %user.root, "the user's root is not a directory on the upstream");
+                upstream.close().await;
+                return Outcome::Close(Reply::new(421, "Home directory not available; closing."));
+            }
+        }
+
+        self.span.record("user", name.as_str());
+        self.span.record("upstream", user.upstream.name.as_str());
+        info!("login succeeded");
+        self.login = LoginState::LoggedIn(Box::new(Account {
+            user,
+            upstream,
+            cwd: VirtualPath::root(),
+        }));
+        Reply::new(230, "Login successful.").into()
+    }
+
+    fn login_failed(&mut self, name: &str, reason: &str) -> Outcome {
+        self.failed_logins += 1;
+        self.login = LoginState::Fresh;
+        info!(user = %name, reason, attempts = self.failed_logins, "login failed");
+        if self.failed_logins >= self.ctx.listener.max_login_attempts {
+            Outcome::Close(Reply::new(421, "Too many failed login attempts; closing."))
+        } else {
+            Reply::new(530, "Login incorrect.").into()
+        }
+    }
+}
+
+async fn connect_upstream(
+    user: &UserConfig,
+    password: &Password,
+) -> Result<SharedUpstream, UpstreamError> {
+    let upstream = &user.upstream;
+    let credentials = upstream.credentials(&user.name, &password.0);
+    let session = SftpUpstream::connect(&upstream.sftp, &credentials).await?;
+    Ok(Arc::new(session))
+}

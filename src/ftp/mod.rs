@@ -1,0 +1,27 @@
+//! The FTP side: RFC 959 with the extensions legacy clients rely on
+//! (RFC 2389 FEAT/OPTS, RFC 2428 EPSV, RFC 3659 SIZE/MDTM/REST/MLST/MLSD).
+//!
+//! Layout: `codec` frames lines and replies, `parse` turns a line into a
+//! `command::Command` (pure), `session` runs the state machine with handlers
+//! in `login`, `files` and `data`; `passive` and `transfer` are the data
+//! channel; `listing`, `ascii` and `path` are pure helpers; `reply_map` is the
+//! one table from upstream errors to replies.
+
+pub mod ascii;
+pub mod codec;
+pub mod command;
+mod data;
+mod files;
+pub mod listing;
+mod login;
+pub mod parse;
+#[cfg(test)]
+mod parse_tests;
+pub mod passive;
+pub mod path;
+pub mod reply;
+pub mod reply_map;
+pub mod session;
+pub mod transfer;
+
+pub use session::{SessionContext, serve};

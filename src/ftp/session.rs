@@ -1,0 +1,528 @@
+//! One FTP session: the task that owns the control connection.
+//!
+//! The task reads a line, parses it, runs the command and writes the reply.
+//! Transfers run in their own task and report back through a join handle, so
+//! the control channel stays responsive (ABOR, STAT, NOOP) while data flows.
+//! RFC 959 §5.4 defines which reply codes follow which command; each handler
+//! documents its part.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, Span, debug, field, info, info_span};
+
+use super::codec::{ControlCodec, ControlInput};
+use super::command::{Command, TransferType};
+use super::data::ActiveTransfer;
+use super::parse::{ParseError, parse};
+use super::passive::{PassivePorts, PendingDataConnection};
+use super::path::VirtualPath;
+use super::reply::Reply;
+use super::reply_map::{Phase, upstream_reply};
+use crate::auth::PasswordChecker;
+use crate::config::{ListenerConfig, RuntimeConfig, UserConfig};
+use crate::upstream::{RemotePath, SharedUpstream, UpstreamError};
+
+/// What every session of one listener shares.
+#[derive(Clone)]
+pub struct SessionContext {
+    pub config: Arc<RuntimeConfig>,
+    pub listener: Arc<ListenerConfig>,
+    pub passive_ports: Arc<PassivePorts>,
+    pub passwords: PasswordChecker,
+    /// Cancelled when the server shuts down: idle sessions say 421 and end.
+    pub shutdown: CancellationToken,
+}
+
+/// A logged-in user and their upstream session.
+pub(super) struct Account {
+    pub user: Arc<UserConfig>,
+    pub upstream: SharedUpstream,
+    pub cwd: VirtualPath,
+}
+
+impl Account {
+    pub fn root(&self) -> &RemotePath {
+        &self.user.root
+    }
+}
+
+pub(super) enum LoginState {
+    /// Waiting for USER.
+    Fresh,
+    /// USER given, waiting for PASS.
+    UserGiven(String),
+    LoggedIn(Box<Account>),
+}
+
+/// What a handler asks the loop to do after it ran.
+pub(super) enum Outcome {
+    Reply(Reply),
+    /// Send the reply, then end the session.
+    Close(Reply),
+    /// A transfer started; its 150 was sent and its final reply comes later.
+    Started,
+}
+
+impl From<Reply> for Outcome {
+    fn from(reply: Reply) -> Self {
+        Outcome::Reply(reply)
+    }
+}
+
+pub(super) struct Session {
+    pub ctx: SessionContext,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub control: Framed<TcpStream, ControlCodec>,
+    pub login: LoginState,
+    pub failed_logins: u32,
+    pub transfer_type: TransferType,
+    /// After `EPSV ALL`, PASV is refused (RFC 2428 §4).
+    pub epsv_all: bool,
+    pub utf8: bool,
+    /// Set by REST, consumed by the next command (RFC 3659 §5.3).
+    pub restart: Option<u64>,
+    /// Set by RNFR, consumed by the next command (RFC 959 §4.1.3).
+    pub rename_from: Option<VirtualPath>,
+    pub passive: Option<PendingDataConnection>,
+    pub active: Option<ActiveTransfer>,
+    pub span: Span,
+}
+
+/// Serves one control connection until it ends.
+pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: SessionContext, id: u64) {
+    let local = match stream.local_addr() {
+        Ok(local) => local,
+        Err(e) => {
+            debug!(%peer, error = %e, "connection gone before the greeting");
+            return;
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let span = info_span!(
+        "session",
+        id,
+        peer = %peer,
+        listener = %ctx.listener.name,
+        user = field::Empty,
+        upstream = field::Empty,
+    );
+    let mut session = Session {
+        ctx,
+        peer,
+        local,
+        control: Framed::new(stream, ControlCodec::default()),
+        login: LoginState::Fresh,
+        failed_logins: 0,
+        transfer_type: TransferType::Ascii,
+        epsv_all: false,
+        utf8: true,
+        restart: None,
+        rename_from: None,
+        passive: None,
+        active: None,
+        span: span.clone(),
+    };
+    async move {
+        info!("session started");
+        session.run().await;
+        session.finish().await;
+        info!("session ended");
+    }
+    .instrument(span)
+    .await;
+}
+
+enum DuringTransfer {
+    Handled,
+    Defer(Bytes),
+    QuitAfterTransfer,
+}
+
+impl Session {
+    async fn run(&mut self) {
+        let banner = Reply::new(220, self.ctx.listener.banner.clone());
+        if self.send(banner).await.is_err() {
+            return;
+        }
+        let login_deadline = Instant::now() + self.ctx.listener.login_timeout;
+        let mut deferred: Option<Bytes> = None;
+        let mut quit_after_transfer = false;
+        loop {
+            if self.active.is_none() {
+                if quit_after_transfer {
+                    let _ = self.send(Reply::new(221, "Goodbye.")).await;
+                    return;
+                }
+                if let Some(line) = deferred.take() {
+                    if !self.handle_line(line).await {
+                        return;
+                    }
+                    continue;
+                }
+            }
+            let (deadline, timeout_text) = match self.login {
+                LoginState::LoggedIn(_) => (
+                    Instant::now() + self.ctx.listener.idle_timeout,
+                    "Idle timeout; closing control connection.",
+                ),
+                _ => (login_deadline, "Login timeout; closing control connection."),
+            };
+            let reading = deferred.is_none() && !quit_after_transfer;
+            tokio::select! {
+                outcome = ActiveTransfer::wait(&mut self.active), if self.active.is_some() => {
+                    self.active = None;
+                    let close = outcome.close_session;
+                    if self.send(outcome.reply).await.is_err() || close {
+                        return;
+                    }
+                }
+                input = self.control.next(), if reading => {
+                    match input {
+                        None | Some(Err(_)) => return,
+                        Some(Ok(ControlInput::TooLong)) => {
+                            if self.send(Reply::new(500, "Command line too long.")).await.is_err() {
+                                return;
+                            }
+                        }
+                        Some(Ok(ControlInput::Line(line))) if self.active.is_some() => {
+                            match self.handle_during_transfer(line).await {
+                                Ok(DuringTransfer::Handled) => {}
+                                Ok(DuringTransfer::Defer(line)) => deferred = Some(line),
+                                Ok(DuringTransfer::QuitAfterTransfer) => quit_after_transfer = true,
+                                Err(()) => return,
+                            }
+                        }
+                        Some(Ok(ControlInput::Line(line))) => {
+                            if !self.handle_line(line).await {
+                                return;
+                            }
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline), if self.active.is_none() => {
+                    info!("{timeout_text}");
+                    let _ = self.send(Reply::new(421, timeout_text)).await;
+                    return;
+                }
+                _ = self.ctx.shutdown.cancelled(), if self.active.is_none() => {
+                    let _ = self.send(Reply::new(421, "Service shutting down; closing control connection.")).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Ends whatever is still running: a transfer, a passive port, the upstream.
+    async fn finish(&mut self) {
+        if let Some(active) = self.active.take() {
+            active.cancel_and_wait().await;
+        }
+        self.passive = None;
+        if let LoginState::LoggedIn(account) = &self.login {
+            account.upstream.close().await;
+        }
+    }
+
+    pub async fn send(&mut self, reply: Reply) -> std::io::Result<()> {
+        debug!(code = reply.code(), "reply");
+        self.control.send(&reply).await
+    }
+
+    /// Runs one command line; false when the session must end.
+    async fn handle_line(&mut self, line: Bytes) -> bool {
+        // REST and RNFR apply only to the command right after them.
+        let restart = self.restart.take();
+        let rename_from = self.rename_from.take();
+        let command = match parse(&line) {
+            Ok(command) => command,
+            Err(e) => {
+                debug!(error = %e, "unparsable command");
+                return self.send(parse_error_reply(&e)).await.is_ok();
+            }
+        };
+        debug!(verb = command.verb(), "command");
+        let outcome = if !self.is_logged_in() && !command.allowed_before_login() {
+            Outcome::Reply(Reply::new(530, "Please log in with USER and PASS first."))
+        } else {
+            self.dispatch(command, restart, rename_from).await
+        };
+        match outcome {
+            Outcome::Reply(reply) => self.send(reply).await.is_ok(),
+            Outcome::Close(reply) => {
+                let _ = self.send(reply).await;
+                false
+            }
+            Outcome::Started => true,
+        }
+    }
+
+    async fn dispatch(
+        &mut self,
+        command: Command,
+        restart: Option<u64>,
+        rename_from: Option<VirtualPath>,
+    ) -> Outcome {
+        match command {
+            Command::User(name) => self.user(name),
+            Command::Pass(password) => self.pass(password).await,
+            Command::Acct => Reply::new(202, "ACCT not needed.").into(),
+            Command::Quit => Outcome::Close(Reply::new(221, "Goodbye.")),
+            Command::Noop => Reply::new(200, "NOOP ok.").into(),
+            Command::Syst => Reply::new(215, "UNIX Type: L8").into(),
+            Command::Feat => feat_reply().into(),
+            Command::Opts(opts) => self.opts(opts).into(),
+            Command::Help(_) => help_reply().into(),
+            Command::Pwd => self.pwd().into(),
+            Command::Cwd(path) => self.cwd(&path).await,
+            Command::Cdup => self.cwd(b"..").await,
+            Command::Type(kind) => {
+                self.transfer_type = kind;
+                let name = match kind {
+                    TransferType::Ascii => "A",
+                    TransferType::Image => "I",
+                };
+                Reply::new(200, format!("Type set to {name}.")).into()
+            }
+            Command::Mode => Reply::new(200, "Mode set to S.").into(),
+            Command::Stru => Reply::new(200, "Structure set to F.").into(),
+            Command::Pasv => self.pasv().await,
+            Command::Epsv(arg) => self.epsv(arg).await,
+            Command::Active => Reply::new(
+                502,
+                "Active mode (PORT/EPRT) is not enabled on this listener; use PASV or EPSV.",
+            )
+            .into(),
+            Command::List(path) => self.list(path, super::data::ListingKind::List).await,
+            Command::Nlst(path) => self.list(path, super::data::ListingKind::Names).await,
+            Command::Mlsd(path) => self.list(path, super::data::ListingKind::Machine).await,
+            Command::Mlst(path) => self.mlst(path).await,
+            Command::Retr(path) => self.retr(&path, restart.unwrap_or(0)).await,
+            Command::Stor(path) => {
+                let kind = match restart {
+                    Some(offset) if offset > 0 => {
+                        crate::upstream::upload::UploadKind::Resume(offset)
+                    }
+                    _ => crate::upstream::upload::UploadKind::Replace,
+                };
+                self.store(&path, kind).await
+            }
+            Command::Appe(path) => {
+                self.store(&path, crate::upstream::upload::UploadKind::Append)
+                    .await
+            }
+            Command::Rest(offset) => {
+                self.restart = Some(offset);
+                Reply::new(
+                    350,
+                    format!("Restarting at {offset}. Send STOR or RETR to initiate transfer."),
+                )
+                .into()
+            }
+            Command::Dele(path) => self.dele(&path).await,
+            Command::Mkd(path) => self.mkd(&path).await,
+            Command::Rmd(path) => self.rmd(&path).await,
+            Command::Rnfr(path) => self.rnfr(&path).await,
+            Command::Rnto(path) => self.rnto(&path, rename_from).await,
+            Command::Size(path) => self.size(&path).await,
+            Command::Mdtm(path) => self.mdtm(&path).await,
+            Command::Stat(None) => self.status().into(),
+            Command::Stat(Some(path)) => self.stat_path(&path).await,
+            Command::Abor => {
+                // RFC 959: with no transfer running, the server just answers.
+                self.passive = None;
+                Reply::new(225, "No transfer to abort.").into()
+            }
+            Command::Allo => Reply::new(202, "ALLO not needed.").into(),
+        }
+    }
+
+    /// Commands that arrive while a transfer runs: ABOR, STAT, NOOP and QUIT
+    /// are answered now; anything else waits until the transfer has ended.
+    async fn handle_during_transfer(&mut self, line: Bytes) -> Result<DuringTransfer, ()> {
+        match parse(&line) {
+            Ok(Command::Abor) => {
+                let Some(active) = self.active.take() else {
+                    return Ok(DuringTransfer::Handled);
+                };
+                let outcome = active.cancel_and_wait().await;
+                // The transfer's own reply (426 when it was cut off), then ABOR's.
+                self.send(outcome.reply).await.map_err(|_| ())?;
+                self.send(Reply::new(226, "ABOR successful; data connection closed."))
+                    .await
+                    .map_err(|_| ())?;
+                if outcome.close_session {
+                    return Err(());
+                }
+                Ok(DuringTransfer::Handled)
+            }
+            Ok(Command::Stat(None)) => {
+                let text = match &self.active {
+                    Some(active) => active.progress_text(),
+                    None => "No transfer in progress.".to_owned(),
+                };
+                self.send(Reply::new(213, text)).await.map_err(|_| ())?;
+                Ok(DuringTransfer::Handled)
+            }
+            Ok(Command::Noop) => {
+                self.send(Reply::new(200, "NOOP ok."))
+                    .await
+                    .map_err(|_| ())?;
+                Ok(DuringTransfer::Handled)
+            }
+            Ok(Command::Quit) => Ok(DuringTransfer::QuitAfterTransfer),
+            _ => Ok(DuringTransfer::Defer(line)),
+        }
+    }
+
+    pub fn is_logged_in(&self) -> bool {
+        matches!(self.login, LoginState::LoggedIn(_))
+    }
+
+    pub fn account(&self) -> Option<&Account> {
+        match &self.login {
+            LoginState::LoggedIn(account) => Some(account),
+            _ => None,
+        }
+    }
+
+    /// Resolves a client path against the working directory.
+    pub fn resolve(&self, arg: &[u8]) -> Result<(VirtualPath, RemotePath), Reply> {
+        let account = self
+            .account()
+            .ok_or_else(|| Reply::new(530, "Please log in with USER and PASS first."))?;
+        let path = account
+            .cwd
+            .resolve(arg)
+            .map_err(|e| Reply::new(501, format!("Invalid path: {e}.")))?;
+        let remote = path.to_remote(account.root());
+        Ok((path, remote))
+    }
+
+    /// Logs an upstream failure and turns it into the reply the table gives.
+    pub fn upstream_failure(&self, err: &UpstreamError, phase: Phase) -> Outcome {
+        let (reply, close) = upstream_reply(err, phase);
+        if close {
+            tracing::warn!(error = %err, "upstream failure; closing the session");
+            Outcome::Close(reply)
+        } else {
+            debug!(error = %err, code = reply.code(), "upstream error");
+            Outcome::Reply(reply)
+        }
+    }
+
+    fn opts(&mut self, opts: super::command::Opts) -> Reply {
+        match opts {
+            super::command::Opts::Utf8(on) => {
+                // Names pass through as bytes either way; this only records
+                // what the client announced.
+                self.utf8 = on;
+                Reply::new(
+                    200,
+                    if on {
+                        "UTF8 mode enabled."
+                    } else {
+                        "UTF8 mode disabled."
+                    },
+                )
+            }
+            super::command::Opts::Other(name) => {
+                Reply::new(501, format!("OPTS {name} not understood."))
+            }
+        }
+    }
+
+    fn pwd(&self) -> Reply {
+        let Some(account) = self.account() else {
+            return Reply::new(530, "Please log in with USER and PASS first.");
+        };
+        let mut text = super::reply::quote_path(&account.cwd.to_bytes());
+        text.extend_from_slice(b" is the current directory.");
+        Reply::new(257, text)
+    }
+
+    fn status(&self) -> Reply {
+        let user = match &self.login {
+            LoginState::LoggedIn(account) => format!("Logged in as {}", account.user.name),
+            _ => "Not logged in".to_owned(),
+        };
+        let kind = match self.transfer_type {
+            TransferType::Ascii => "ASCII",
+            TransferType::Image => "BINARY",
+        };
+        let data = if self.passive.is_some() {
+            "Passive data port open"
+        } else {
+            "No data connection"
+        };
+        Reply::multiline(
+            211,
+            "ftpbridge status:",
+            [
+                format!("Connected to {}", self.peer).into_bytes(),
+                user.into_bytes(),
+                format!("TYPE: {kind}, STRUcture: File, MODE: Stream").into_bytes(),
+                data.as_bytes().to_vec(),
+            ],
+            "End of status.",
+        )
+    }
+}
+
+fn parse_error_reply(e: &ParseError) -> Reply {
+    let code = match e {
+        ParseError::Syntax => 500,
+        ParseError::NotImplemented(_) => 502,
+        ParseError::BadArgument(_) => 501,
+        ParseError::UnsupportedParameter(_) => 504,
+        ParseError::UnsupportedNetworkProtocol => 522,
+    };
+    let mut text = e.to_string();
+    if let Some(first) = text.get_mut(..1) {
+        first.make_ascii_uppercase();
+    }
+    text.push('.');
+    Reply::new(code, text)
+}
+
+/// RFC 2389 §3.2: one feature per line, each indented by one space.
+pub fn feat_reply() -> Reply {
+    let features = [
+        "EPSV",
+        "MDTM",
+        "MLST type*;size*;modify*;perm*;unique*;UNIX.mode*;",
+        "PASV",
+        "REST STREAM",
+        "SIZE",
+        "TVFS",
+        "UTF8",
+    ];
+    Reply::multiline(
+        211,
+        "Features:",
+        features.iter().map(|f| format!(" {f}").into_bytes()),
+        "End",
+    )
+}
+
+fn help_reply() -> Reply {
+    let commands = [
+        "ABOR ACCT ALLO APPE CDUP CWD  DELE EPSV FEAT HELP LIST MDTM MKD",
+        "MLSD MLST MODE NLST NOOP OPTS PASS PASV PWD  QUIT REST RETR RMD",
+        "RNFR RNTO SIZE STAT STOR STRU SYST TYPE USER XCUP XCWD XMKD XPWD",
+        "XRMD",
+    ];
+    Reply::multiline(
+        214,
+        "The following commands are recognized:",
+        commands.iter().map(|c| format!(" {c}").into_bytes()),
+        "Help OK.",
+    )
+}

@@ -1,0 +1,17 @@
+//! ftpbridge: legacy FTP clients in front, SFTP storage behind.
+//!
+//! One FTP session becomes one upstream session; every FTP command becomes
+//! one or a few upstream operations. `ftpbridge run` wires [`config`] and
+//! [`server::run`]; tests call [`server::run`] directly with listeners bound
+//! on port 0.
+
+pub mod auth;
+pub mod config;
+pub mod demo;
+pub mod ftp;
+pub mod obs;
+pub mod secret;
+pub mod server;
+pub mod upstream;
+
+pub use server::{BoundListener, bind_all, run};

@@ -1,0 +1,206 @@
+//! The `ftpbridge` command line. Everything else lives in the library.
+
+use std::io::{BufRead, IsTerminal};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use ftpbridge::config;
+use ftpbridge::demo::{DEMO_PASSWORD, DEMO_USER, Demo};
+use ftpbridge::obs::{LogFormat, init_logging};
+use tracing::{error, info};
+
+#[derive(Parser)]
+#[command(
+    name = "ftpbridge",
+    version,
+    about = "FTP/FTPS front end for SFTP storage"
+)]
+struct Cli {
+    /// Log line format (the level comes from RUST_LOG, default "info").
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Run {
+        /// Configuration file (see proxy.toml).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a configuration file; exits non-zero naming the bad key.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Read a password (prompt, or first line of stdin) and print its argon2id hash.
+    HashPassword,
+    /// Run the proxy in front of an embedded SFTP server (user demo, password demo).
+    Demo {
+        /// Where the FTP listener binds.
+        #[arg(long, default_value = "127.0.0.1:2121")]
+        listen: SocketAddr,
+        /// Directory the embedded SFTP server serves (default: a new temporary one).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::HashPassword => hash_password(),
+        Command::Run { config } => {
+            init_logging(cli.log_format);
+            with_runtime(run(config))
+        }
+        Command::Demo { listen, dir } => {
+            init_logging(cli.log_format);
+            with_runtime(demo(listen, dir))
+        }
+    }
+}
+
+fn with_runtime(future: impl Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(future),
+        Err(e) => {
+            eprintln!("ftpbridge: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    match config::load(path) {
+        Ok(config) => {
+            println!(
+                "{}: OK ({} listeners, {} upstreams, {} users)",
+                path.display(),
+                config.listeners.len(),
+                config.upstreams.len(),
+                config.users.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn hash_password() -> ExitCode {
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password: ");
+        let second = rpassword::prompt_password("Again: ");
+        match (first, second) {
+            (Ok(a), Ok(b)) if a == b => a,
+            (Ok(_), Ok(_)) => {
+                eprintln!("ftpbridge: the passwords differ");
+                return ExitCode::FAILURE;
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("ftpbridge: cannot read the password: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        let mut line = String::new();
+        if let Err(e) = std::io::stdin().lock().read_line(&mut line) {
+            eprintln!("ftpbridge: cannot read the password from stdin: {e}");
+            return ExitCode::FAILURE;
+        }
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    if password.is_empty() {
+        eprintln!("ftpbridge: refusing to hash an empty password");
+        return ExitCode::FAILURE;
+    }
+    match ftpbridge::auth::hash_password(&password) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ftpbridge: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(path: PathBuf) -> ExitCode {
+    let config = match config::load(&path) {
+        Ok(config) => Arc::new(config),
+        Err(e) => {
+            error!("{}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let listeners = match ftpbridge::bind_all(&config).await {
+        Ok(listeners) => listeners,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    ftpbridge::run(config, listeners, shutdown_signal()).await;
+    ExitCode::SUCCESS
+}
+
+async fn demo(listen: SocketAddr, dir: Option<PathBuf>) -> ExitCode {
+    let demo = match Demo::start(listen, dir).await {
+        Ok(demo) => demo,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let url = format!("ftp://{DEMO_USER}:{DEMO_PASSWORD}@{listen}/");
+    info!(
+        sftp = %demo.sftp.local_addr(),
+        directory = %demo.directory.display(),
+        "embedded SFTP server ready"
+    );
+    println!("ftpbridge demo: FTP on {listen} (user {DEMO_USER}, password {DEMO_PASSWORD})");
+    println!(
+        "  -> SFTP {} serving {}",
+        demo.sftp.local_addr(),
+        demo.directory.display()
+    );
+    println!("Try:  curl {url}");
+    println!("      curl {url}welcome.txt");
+    println!("      curl -T somefile {url}");
+    println!("Stop with Ctrl-C.");
+    demo.run(shutdown_signal()).await;
+    ExitCode::SUCCESS
+}
+
+/// Ctrl-C or SIGTERM (what `docker stop` and Kubernetes send).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => info!("interrupted"),
+        _ = terminate => info!("terminated"),
+    }
+}

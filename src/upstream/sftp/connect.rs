@@ -1,0 +1,261 @@
+//! Opening an authenticated SSH session with the `sftp` subsystem.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use russh::client;
+use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
+use tracing::warn;
+
+use super::channel::SftpChannel;
+use crate::secret::Secret;
+use crate::upstream::error::{ErrorKind, Result, UpstreamError};
+
+/// How the server's host key is checked. There is no "trust on first use":
+/// an unknown key is refused unless `AcceptAny` was written explicitly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostKeyCheck {
+    /// `SHA256:…` fingerprints, as `ssh-keygen -lf` prints them.
+    Fingerprints(Vec<String>),
+    /// An OpenSSH known_hosts file.
+    KnownHosts(PathBuf),
+    /// `host_key = "insecure-accept-any"`.
+    AcceptAny,
+}
+
+/// Everything needed to reach one SFTP server.
+#[derive(Debug, Clone)]
+pub struct SftpSettings {
+    pub host: String,
+    pub port: u16,
+    pub host_keys: HostKeyCheck,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub requests_in_flight: usize,
+    pub keepalive_interval: Duration,
+    /// Ask the server to fsync uploads before confirming them.
+    pub fsync_uploads: bool,
+}
+
+/// The identity presented to the SFTP server.
+#[derive(Clone)]
+pub enum SftpCredentials {
+    Password {
+        username: String,
+        password: Secret,
+    },
+    Key {
+        username: String,
+        key: Arc<PrivateKey>,
+    },
+}
+
+impl std::fmt::Debug for SftpCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SftpCredentials::Password { username, .. } => {
+                write!(f, "Password {{ username: {username:?} }}")
+            }
+            SftpCredentials::Key { username, .. } => write!(f, "Key {{ username: {username:?} }}"),
+        }
+    }
+}
+
+impl SftpCredentials {
+    fn username(&self) -> &str {
+        match self {
+            SftpCredentials::Password { username, .. } | SftpCredentials::Key { username, .. } => {
+                username
+            }
+        }
+    }
+}
+
+/// Checks the server key during the handshake and remembers why it refused,
+/// because russh reports a refusal only as a generic error.
+pub struct HostKeyVerifier {
+    host: String,
+    port: u16,
+    check: HostKeyCheck,
+    refusal: Arc<Mutex<Option<String>>>,
+}
+
+impl HostKeyVerifier {
+    fn verdict(&self, key: &PublicKeyOrCertificate) -> std::result::Result<(), String> {
+        let PublicKeyOrCertificate::PublicKey { key, .. } = key else {
+            // A certificate's key is only as good as its CA, which we do not check.
+            return Err("the server presented a certificate; only plain keys can be pinned".into());
+        };
+        let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+        match &self.check {
+            HostKeyCheck::AcceptAny => Ok(()),
+            HostKeyCheck::Fingerprints(pins) => {
+                if pins.iter().any(|pin| pin == &fingerprint) {
+                    Ok(())
+                } else {
+                    Err(format!("host key {fingerprint} is not pinned"))
+                }
+            }
+            HostKeyCheck::KnownHosts(path) => {
+                match russh::keys::check_known_hosts_path(&self.host, self.port, key, path) {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err(format!(
+                        "host key {fingerprint} is not in {}",
+                        path.display()
+                    )),
+                    Err(e) => Err(format!(
+                        "host key {fingerprint} does not match {}: {e}",
+                        path.display()
+                    )),
+                }
+            }
+        }
+    }
+}
+
+impl client::Handler for HostKeyVerifier {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        server_public_key: &PublicKeyOrCertificate,
+    ) -> std::result::Result<bool, Self::Error> {
+        match self.verdict(server_public_key) {
+            Ok(()) => Ok(true),
+            Err(reason) => {
+                warn!(host = %self.host, port = self.port, %reason, "refusing SFTP upstream host key");
+                *self.refusal.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+                Ok(false)
+            }
+        }
+    }
+}
+
+pub type SshHandle = client::Handle<HostKeyVerifier>;
+
+fn ssh_config(settings: &SftpSettings) -> client::Config {
+    client::Config {
+        // Bulk transfer, not an interactive shell: no Nagle, a window large
+        // enough for a full pipeline of reads.
+        nodelay: true,
+        window_size: 8 * 1024 * 1024,
+        keepalive_interval: Some(settings.keepalive_interval),
+        keepalive_max: 3,
+        ..Default::default()
+    }
+}
+
+/// Connects, verifies the host key, authenticates and starts `sftp`.
+pub async fn open_session(
+    settings: &SftpSettings,
+    credentials: &SftpCredentials,
+) -> Result<(SshHandle, SftpChannel)> {
+    let address = format!("{}:{}", settings.host, settings.port);
+    let tcp = tokio::time::timeout(
+        settings.connect_timeout,
+        tokio::net::TcpStream::connect((settings.host.as_str(), settings.port)),
+    )
+    .await
+    .map_err(|_| {
+        UpstreamError::new(ErrorKind::Unreachable)
+            .with_detail(format!("TCP connect to {address} timed out"))
+    })?
+    .map_err(|e| {
+        UpstreamError::new(ErrorKind::Unreachable)
+            .with_detail(format!("TCP connect to {address}"))
+            .with_source(e)
+    })?;
+    let _ = tcp.set_nodelay(true);
+
+    let refusal = Arc::new(Mutex::new(None));
+    let verifier = HostKeyVerifier {
+        host: settings.host.clone(),
+        port: settings.port,
+        check: settings.host_keys.clone(),
+        refusal: refusal.clone(),
+    };
+    let handshake = client::connect_stream(Arc::new(ssh_config(settings)), tcp, verifier);
+    let mut handle = match tokio::time::timeout(settings.connect_timeout, handshake).await {
+        Err(_) => {
+            return Err(UpstreamError::new(ErrorKind::Unreachable)
+                .with_detail(format!("SSH handshake with {address} timed out")));
+        }
+        Ok(Err(e)) => {
+            let refused = refusal.lock().unwrap_or_else(|e| e.into_inner()).take();
+            return Err(match refused {
+                Some(reason) => UpstreamError::new(ErrorKind::HostKeyRejected).with_detail(reason),
+                None => UpstreamError::new(ErrorKind::Unreachable)
+                    .with_detail(format!("SSH handshake with {address}"))
+                    .with_source(e),
+            });
+        }
+        Ok(Ok(handle)) => handle,
+    };
+
+    let authenticated = tokio::time::timeout(
+        settings.connect_timeout,
+        authenticate(&mut handle, credentials),
+    )
+    .await
+    .map_err(|_| {
+        UpstreamError::new(ErrorKind::Unreachable)
+            .with_detail(format!("SSH authentication with {address} timed out"))
+    })??;
+    if !authenticated {
+        return Err(
+            UpstreamError::new(ErrorKind::AuthenticationFailed).with_detail(format!(
+                "{address} refused user {:?}",
+                credentials.username()
+            )),
+        );
+    }
+
+    let channel = start_sftp(&handle, settings).await?;
+    Ok((handle, channel))
+}
+
+async fn authenticate(handle: &mut SshHandle, credentials: &SftpCredentials) -> Result<bool> {
+    let result = match credentials {
+        SftpCredentials::Password { username, password } => {
+            handle
+                .authenticate_password(username.clone(), password.expose())
+                .await
+        }
+        SftpCredentials::Key { username, key } => {
+            // RSA keys must be signed with SHA-2; `None` would mean SHA-1,
+            // which current OpenSSH refuses.
+            let hash_alg = if key.algorithm().is_rsa() {
+                handle
+                    .best_supported_rsa_hash()
+                    .await
+                    .map_err(ssh_error)?
+                    .flatten()
+            } else {
+                None
+            };
+            handle
+                .authenticate_publickey(
+                    username.clone(),
+                    PrivateKeyWithHashAlg::new(key.clone(), hash_alg),
+                )
+                .await
+        }
+    };
+    Ok(result.map_err(ssh_error)?.success())
+}
+
+async fn start_sftp(handle: &SshHandle, settings: &SftpSettings) -> Result<SftpChannel> {
+    let channel = handle.channel_open_session().await.map_err(ssh_error)?;
+    // want_reply: a refused subsystem must be an error, not a silent INIT timeout.
+    channel
+        .request_subsystem(true, "sftp")
+        .await
+        .map_err(|e| ssh_error(e).with_detail("the server refused the sftp subsystem"))?;
+    let (read_half, write_half) = channel.split();
+    SftpChannel::start(read_half, write_half, settings.request_timeout).await
+}
+
+fn ssh_error(e: russh::Error) -> UpstreamError {
+    UpstreamError::new(ErrorKind::ConnectionLost).with_source(e)
+}
