@@ -2,5 +2,9 @@
 //! Shared helpers for the integration tests; each test binary includes them with `mod common;`.
 //!
 //! - [`sshd`]: a real OpenSSH sshd + sftp-server on 127.0.0.1 (upstream for SFTP tests).
+//! - [`proxy`]: the proxy in-process on 127.0.0.1:0, test configs, byte helpers.
+//! - [`raw`]: a bare control connection for exact reply codes.
 
+pub mod proxy;
+pub mod raw;
 pub mod sshd;

@@ -1,0 +1,287 @@
+//! Real FTP clients (curl, lftp, Python ftplib) against the proxy in front of
+//! a real OpenSSH server; results checked on the upstream filesystem.
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+
+use common::proxy::{Fixture, PASSWORD, TEST_TIMEOUT, random_bytes, sha256, sha256_file};
+use tokio::process::Command;
+
+async fn run(program: &str, args: &[&str]) -> Output {
+    let output = tokio::time::timeout(
+        TEST_TIMEOUT,
+        Command::new(program).args(args).kill_on_drop(true).output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{program} {args:?} timed out"))
+    .unwrap_or_else(|e| panic!("{program} is not installed ({e}); run scripts/test.sh"));
+    output
+}
+
+async fn run_ok(program: &str, args: &[&str]) -> Vec<u8> {
+    let output = run(program, args).await;
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("test paths are UTF-8")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn curl_uploads_downloads_lists_and_resumes() {
+    let fx = Fixture::start().await;
+    let local = tempfile::tempdir().unwrap();
+    let content = random_bytes(3 * 1024 * 1024 + 17, 11);
+    let source = local.path().join("source.bin");
+    std::fs::write(&source, &content).unwrap();
+    let url = |path: &str| fx.proxy.url("alice", PASSWORD, path);
+
+    // Upload (EPSV, curl's default) into a directory curl creates.
+    run_ok(
+        "curl",
+        &[
+            "-sS",
+            "--ftp-create-dirs",
+            "-T",
+            path_str(&source),
+            &url("in/data.bin"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        sha256_file(&fx.alice_dir().join("in/data.bin")),
+        sha256(&content)
+    );
+
+    // Download with PASV instead of EPSV.
+    let copy = local.path().join("copy.bin");
+    run_ok(
+        "curl",
+        &[
+            "-sS",
+            "--disable-epsv",
+            "-o",
+            path_str(&copy),
+            &url("in/data.bin"),
+        ],
+    )
+    .await;
+    assert_eq!(sha256_file(&copy), sha256(&content));
+
+    // Listings: LIST and NLST.
+    let list = String::from_utf8(run_ok("curl", &["-sS", &url("in/")]).await).unwrap();
+    assert!(list.contains(" data.bin"), "{list}");
+    let names =
+        String::from_utf8(run_ok("curl", &["-sS", "--list-only", &url("in/")]).await).unwrap();
+    assert_eq!(names.trim(), "data.bin");
+
+    // Resume a download from a partial local copy (REST + RETR).
+    let partial = local.path().join("partial.bin");
+    std::fs::write(&partial, &content[..1_000_000]).unwrap();
+    run_ok(
+        "curl",
+        &[
+            "-sS",
+            "-C",
+            "-",
+            "-o",
+            path_str(&partial),
+            &url("in/data.bin"),
+        ],
+    )
+    .await;
+    assert_eq!(sha256_file(&partial), sha256(&content));
+
+    // Resume an upload: curl asks SIZE and appends the rest.
+    std::fs::write(fx.alice_dir().join("in/up.bin"), &content[..2_000_000]).unwrap();
+    run_ok(
+        "curl",
+        &["-sS", "-C", "-", "-T", path_str(&source), &url("in/up.bin")],
+    )
+    .await;
+    assert_eq!(
+        sha256_file(&fx.alice_dir().join("in/up.bin")),
+        sha256(&content)
+    );
+
+    // --append (APPE) and quoted commands (-Q) after the transfer.
+    let tail = local.path().join("tail.txt");
+    std::fs::write(&tail, b"tail").unwrap();
+    std::fs::write(fx.alice_dir().join("in/log.txt"), b"head-").unwrap();
+    run_ok(
+        "curl",
+        &["-sS", "--append", "-T", path_str(&tail), &url("in/log.txt")],
+    )
+    .await;
+    assert_eq!(
+        std::fs::read(fx.alice_dir().join("in/log.txt")).unwrap(),
+        b"head-tail"
+    );
+    run_ok("curl", &["-sS", "-Q", "-DELE log.txt", &url("in/")]).await;
+    assert!(!fx.alice_dir().join("in/log.txt").exists());
+
+    // ASCII mode: LF on the server, CRLF on the wire, LF again in curl's output.
+    std::fs::write(fx.alice_dir().join("in/text.txt"), b"a\nb\n").unwrap();
+    let text = run_ok("curl", &["-sS", "--use-ascii", &url("in/text.txt")]).await;
+    assert_eq!(text, b"a\nb\n");
+
+    // A missing file is an error for curl (550), not an empty download.
+    let missing = run("curl", &["-sS", "-o", "/dev/null", &url("in/missing.bin")]).await;
+    assert_eq!(
+        missing.status.code(),
+        Some(78),
+        "curl's 'remote file not found'"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn curl_with_a_wrong_password_fails_to_log_in() {
+    let fx = Fixture::start().await;
+    let output = run("curl", &["-sS", &fx.proxy.url("alice", "wrong", "")]).await;
+    assert_eq!(output.status.code(), Some(67), "curl's 'login denied'");
+}
+
+fn make_tree(root: &Path) -> usize {
+    let mut files = 0;
+    for d in 0..10 {
+        let dir = root.join(format!("dir {d}")).join(format!("nested-{d}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..10 {
+            let size = (d * 7919 + f * 104_729) % 50_000;
+            std::fs::write(
+                dir.join(format!("file-{f}.dat")),
+                random_bytes(size, (d * 10 + f) as u64 + 1),
+            )
+            .unwrap();
+            std::fs::write(
+                root.join(format!("dir {d}")).join(format!("top-{f}.txt")),
+                format!("{d}/{f}\n"),
+            )
+            .unwrap();
+            files += 2;
+        }
+    }
+    files
+}
+
+fn tree_digest(root: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                out.push((rel, sha256_file(&path)));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+async fn lftp(fx: &Fixture, script: &str) -> Vec<u8> {
+    let port = fx.proxy.addr.port().to_string();
+    let login = format!("alice,{PASSWORD}");
+    let script =
+        format!("set cmd:fail-exit yes; set net:max-retries 1; set net:timeout 20; {script}; quit");
+    run_ok(
+        "lftp",
+        &["-u", &login, "-p", &port, "-e", &script, "127.0.0.1"],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lftp_mirrors_a_tree_up_and_back_down() {
+    let fx = Fixture::start().await;
+    let local = tempfile::tempdir().unwrap();
+    let source = local.path().join("source");
+    let files = make_tree(&source);
+    assert_eq!(files, 200);
+
+    lftp(&fx, &format!("mirror -R '{}' tree", path_str(&source))).await;
+    assert_eq!(
+        tree_digest(&fx.alice_dir().join("tree")),
+        tree_digest(&source)
+    );
+
+    let back = local.path().join("back");
+    lftp(&fx, &format!("mirror tree '{}'", path_str(&back))).await;
+    assert_eq!(tree_digest(&back), tree_digest(&source));
+
+    lftp(
+        &fx,
+        "mv 'tree/dir 0/top-0.txt' 'tree/renamed.txt'; rm -r 'tree/dir 1'",
+    )
+    .await;
+    assert!(fx.alice_dir().join("tree/renamed.txt").is_file());
+    assert!(!fx.alice_dir().join("tree/dir 0/top-0.txt").exists());
+    assert!(!fx.alice_dir().join("tree/dir 1").exists());
+    assert!(fx.alice_dir().join("tree/dir 2").is_dir());
+}
+
+const FTPLIB_SCRIPT: &str = r#"
+import ftplib, hashlib, io, sys
+host, port, user, password = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+ftp = ftplib.FTP()
+ftp.connect(host, port, timeout=30)
+ftp.login(user, password)
+data = bytes(range(256)) * 4096
+ftp.storbinary("STOR py.bin", io.BytesIO(data))
+assert ftp.size("py.bin") == len(data), ftp.size("py.bin")
+out = io.BytesIO()
+ftp.retrbinary("RETR py.bin", out.write)
+assert out.getvalue() == data
+out = io.BytesIO()
+ftp.retrbinary("RETR py.bin", out.write, rest=1000)
+assert out.getvalue() == data[1000:]
+facts = dict(ftp.mlsd())
+assert facts["py.bin"]["type"] == "file" and int(facts["py.bin"]["size"]) == len(data), facts
+assert ftp.sendcmd("MDTM py.bin").startswith("213 ")
+ftp.storlines("STOR lines.txt", io.BytesIO(b"one\ntwo\n"))
+lines = []
+ftp.retrlines("RETR lines.txt", lines.append)
+assert lines == ["one", "two"], lines
+ftp.rename("py.bin", "renamed.bin")
+ftp.mkd("made")
+ftp.cwd("made")
+assert ftp.pwd() == "/made"
+ftp.cwd("/")
+ftp.rmd("made")
+ftp.delete("lines.txt")
+print(sorted(ftp.nlst()))
+ftp.quit()
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_ftplib_works_end_to_end() {
+    let fx = Fixture::start().await;
+    let port = fx.proxy.addr.port().to_string();
+    let stdout = run_ok(
+        "python3",
+        &["-c", FTPLIB_SCRIPT, "127.0.0.1", &port, "alice", PASSWORD],
+    )
+    .await;
+    assert_eq!(String::from_utf8_lossy(&stdout).trim(), "['renamed.bin']");
+    let expected: Vec<u8> = (0..=255u8).collect::<Vec<_>>().repeat(4096);
+    assert_eq!(
+        std::fs::read(fx.alice_dir().join("renamed.bin")).unwrap(),
+        expected
+    );
+    assert!(!fx.alice_dir().join("made").exists());
+}
