@@ -10,14 +10,11 @@ use common::proxy::{Fixture, PASSWORD, TEST_TIMEOUT, random_bytes, sha256, sha25
 use tokio::process::Command;
 
 async fn run(program: &str, args: &[&str]) -> Output {
-    let output = tokio::time::timeout(
-        TEST_TIMEOUT,
-        Command::new(program).args(args).kill_on_drop(true).output(),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("{program} {args:?} timed out"))
-    .unwrap_or_else(|e| panic!("{program} is not installed ({e}); run scripts/test.sh"));
-    output
+    let command = Command::new(program).args(args).kill_on_drop(true).output();
+    tokio::time::timeout(TEST_TIMEOUT, command)
+        .await
+        .unwrap_or_else(|_| panic!("{program} {args:?} timed out"))
+        .unwrap_or_else(|e| panic!("{program} is not installed ({e}); run scripts/test.sh"))
 }
 
 async fn run_ok(program: &str, args: &[&str]) -> Vec<u8> {
