@@ -34,7 +34,7 @@ else
         echo "test.sh: not root; missing packages: ${missing[*]}" >&2
     fi
     getent passwd "$TEST_USER" >/dev/null ||
-        echo "test.sh: not root; password test user $TEST_USER missing (its test is skipped)" >&2
+        echo "test.sh: not root; password test user $TEST_USER missing (tests that need it will fail)" >&2
     [[ -d /run/sshd ]] || echo "test.sh: not root; /run/sshd missing (sshd tests will fail)" >&2
 fi
 

@@ -25,12 +25,23 @@ use crate::upstream::sftp::{SftpCredentials, SftpSettings};
 pub const ENV_PREFIX: &str = "FTPBRIDGE__";
 
 /// A configuration problem, with the key it is about.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{key}: {message}")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     pub key: String,
     pub message: String,
 }
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.key.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 impl ConfigError {
     pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
@@ -169,7 +180,7 @@ pub fn load_with_env(
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<RuntimeConfig, ConfigError> {
     let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::new(path.display().to_string(), format!("cannot read: {e}")))?;
+        .map_err(|e| ConfigError::new("", format!("cannot read the file: {e}")))?;
     from_toml(&text, env)
 }
 
@@ -214,17 +225,35 @@ fn env_key_to_path(key: &str) -> Option<String> {
     Some(path)
 }
 
+/// Turns the config crate's messages ("invalid type: ... for key
+/// `upstreams[0]requests_in_flight`", "missing configuration field
+/// \"listeners[0]name\"") into a key in our `listeners[0].name` form and a
+/// message without the key repeated.
 fn config_crate_error(e: config::ConfigError) -> ConfigError {
-    // The config crate puts the key in its message ("... for key `x`"), or
-    // says "missing field"; keep its text and pull the key out when present.
     let text = e.to_string();
-    let key = text
-        .split("for key `")
-        .nth(1)
-        .and_then(|rest| rest.split('`').next())
-        .unwrap_or("config")
-        .to_owned();
-    ConfigError::new(key, text)
+    if let Some((message, rest)) = text.split_once(" for key `") {
+        let key = rest.split('`').next().unwrap_or_default();
+        return ConfigError::new(normalise_key(key), message);
+    }
+    if let Some(rest) = text.strip_prefix("missing configuration field ") {
+        let key = rest.trim_matches('"');
+        return ConfigError::new(normalise_key(key), "missing; this key is required");
+    }
+    ConfigError::new("", text)
+}
+
+/// `upstreams[0]requests_in_flight` → `upstreams[0].requests_in_flight`.
+fn normalise_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len() + 4);
+    let mut previous = None;
+    for c in key.chars() {
+        if previous == Some(']') && c != '.' && c != '[' {
+            out.push('.');
+        }
+        out.push(c);
+        previous = Some(c);
+    }
+    out
 }
 
 #[cfg(test)]
