@@ -14,11 +14,17 @@ use common::sshd::Sshd;
 const BIN: &str = env!("CARGO_BIN_EXE_ftpbridge");
 
 fn repo_file(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(name).display().to_string()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(name)
+        .display()
+        .to_string()
 }
 
 fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 /// Kills the child on drop so a failed test leaves no process behind.
@@ -40,7 +46,10 @@ impl Running {
             if let Some(status) = self.0.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "ftpbridge did not stop after SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "ftpbridge did not stop after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -55,15 +64,30 @@ fn wait_for_port(addr: SocketAddr) {
 }
 
 fn curl(args: &[&str]) -> Vec<u8> {
-    let output = Command::new("curl").args(["-sS", "--max-time", "60"]).args(args).output().expect("curl installed");
-    assert!(output.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    let output = Command::new("curl")
+        .args(["-sS", "--max-time", "60"])
+        .args(args)
+        .output()
+        .expect("curl installed");
+    assert!(
+        output.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     output.stdout
 }
 
 #[test]
 fn check_accepts_the_shipped_proxy_toml() {
-    let output = Command::new(BIN).args(["check", "--config", &repo_file("proxy.toml")]).output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = Command::new(BIN)
+        .args(["check", "--config", &repo_file("proxy.toml")])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(String::from_utf8_lossy(&output.stdout).contains("OK"));
 }
 
@@ -72,8 +96,19 @@ fn check_rejects_a_bad_config_and_names_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
     let text = std::fs::read_to_string(repo_file("proxy.toml")).unwrap();
-    std::fs::write(&bad, text.replace("passive_ports = \"50000-50100\"", "passive_ports = \"50100-50000\"")).unwrap();
-    let output = Command::new(BIN).args(["check", "--config"]).arg(&bad).output().unwrap();
+    std::fs::write(
+        &bad,
+        text.replace(
+            "passive_ports = \"50000-50100\"",
+            "passive_ports = \"50100-50000\"",
+        ),
+    )
+    .unwrap();
+    let output = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("listeners[0].passive_ports"), "{stderr}");
@@ -98,7 +133,12 @@ fn hash_password_reads_stdin_and_prints_a_verifiable_hash() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"correct horse\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"correct horse\n")
+        .unwrap();
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success());
     let hash = String::from_utf8(output.stdout).unwrap();
@@ -141,7 +181,10 @@ fn demo_serves_curl_uploads_and_downloads_through_its_embedded_sftp_server() {
     std::fs::write(&upload, &content).unwrap();
     curl(&["-T", upload.to_str().unwrap(), &format!("{base}hello.bin")]);
     // The file really landed in the directory the embedded SFTP server serves.
-    assert_eq!(std::fs::read(dir.path().join("hello.bin")).unwrap(), content);
+    assert_eq!(
+        std::fs::read(dir.path().join("hello.bin")).unwrap(),
+        content
+    );
     assert_eq!(curl(&[&format!("{base}hello.bin")]), content);
     let listing = String::from_utf8(curl(&[&base])).unwrap();
     assert!(listing.contains(" hello.bin"), "{listing}");
@@ -155,8 +198,14 @@ fn run_logs_json_with_session_fields_and_never_the_password() {
     let sshd = Sshd::start();
     std::fs::create_dir_all(sshd.data_dir().join("alice")).unwrap();
     let addr = free_port();
-    let toml = config_toml(&sshd, UpstreamAuth::Key, "", "", &user_toml("alice", "/alice"))
-        .replace("bind = \"127.0.0.1:0\"", &format!("bind = \"{addr}\""));
+    let toml = config_toml(
+        &sshd,
+        UpstreamAuth::Key,
+        "",
+        "",
+        &user_toml("alice", "/alice"),
+    )
+    .replace("bind = \"127.0.0.1:0\"", &format!("bind = \"{addr}\""));
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("proxy.toml");
     std::fs::write(&config, toml).unwrap();
@@ -169,14 +218,26 @@ fn run_logs_json_with_session_fields_and_never_the_password() {
         .unwrap();
     // Drained while the proxy runs: a full pipe would block its logging.
     let stderr = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || BufReader::new(stderr).lines().map_while(Result::ok).collect::<Vec<_>>());
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
     let running = Running(child);
     wait_for_port(addr);
 
     let url = format!("ftp://alice:{}@{addr}/", PASSWORD.replace(' ', "%20"));
     curl(&[&url]);
-    let refused = Command::new("curl").args(["-sS", "--max-time", "60", "-Q", "-DELE nothing-here", &url]).output().unwrap();
-    assert_eq!(refused.status.code(), Some(21), "curl reports the 550 of DELE");
+    let refused = Command::new("curl")
+        .args(["-sS", "--max-time", "60", "-Q", "-DELE nothing-here", &url])
+        .output()
+        .unwrap();
+    assert_eq!(
+        refused.status.code(),
+        Some(21),
+        "curl reports the 550 of DELE"
+    );
     let status = running.terminate();
     assert!(status.success(), "run exited with {status}");
 
@@ -184,10 +245,17 @@ fn run_logs_json_with_session_fields_and_never_the_password() {
     assert!(!lines.is_empty());
     let mut saw_login = false;
     for line in &lines {
-        assert!(!line.contains(PASSWORD) && !line.contains("s3cret"), "password in the log: {line}");
-        let value: serde_json_lite::Value = serde_json_lite::parse(line).unwrap_or_else(|| panic!("not JSON: {line}"));
+        assert!(
+            !line.contains(PASSWORD) && !line.contains("s3cret"),
+            "password in the log: {line}"
+        );
+        let value: serde_json_lite::Value =
+            serde_json_lite::parse(line).unwrap_or_else(|| panic!("not JSON: {line}"));
         if value.has_field("message", "login succeeded") {
-            assert!(line.contains("\"user\":\"alice\""), "session fields on every line: {line}");
+            assert!(
+                line.contains("\"user\":\"alice\""),
+                "session fields on every line: {line}"
+            );
             assert!(line.contains("\"upstream\":\"sftp\""), "{line}");
             saw_login = true;
         }
@@ -222,8 +290,64 @@ fn run_with_a_port_in_use_fails_naming_the_listener() {
     let config = dir.path().join("proxy.toml");
     let text = std::fs::read_to_string(repo_file("proxy.toml")).unwrap();
     std::fs::write(&config, text.replace("0.0.0.0:2121", &addr.to_string())).unwrap();
-    let output = Command::new(BIN).args(["run", "--config"]).arg(&config).output().unwrap();
+    let output = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("listeners[0].bind"), "{stderr}");
+}
+
+/// docker/compose.yaml runs the shipped proxy.toml with environment overrides;
+/// that combination must be a valid configuration.
+#[test]
+fn the_docker_compose_environment_with_proxy_toml_passes_check() {
+    let compose = std::fs::read_to_string(repo_file("docker/compose.yaml")).unwrap();
+    let substitutions = [
+        (
+            "${SFTP_HOST_KEY}",
+            "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s",
+        ),
+        ("${PASSIVE_ADDRESS}", "127.0.0.1"),
+        ("${SVC_FTP_PASSWORD}", "generated"),
+    ];
+    let env: Vec<(String, String)> = compose
+        .lines()
+        .filter_map(|line| line.trim().split_once(": "))
+        .filter(|(key, _)| key.starts_with("FTPBRIDGE__"))
+        .map(|(key, value)| {
+            let value = substitutions
+                .iter()
+                .fold(value.to_owned(), |v, (from, to)| v.replace(from, to));
+            assert!(
+                !value.contains("${"),
+                "unsubstituted variable in {key}: {value}"
+            );
+            (key.to_owned(), value)
+        })
+        .collect();
+    assert!(
+        env.len() >= 5,
+        "compose.yaml sets the upstream overrides: {env:?}"
+    );
+    let output = Command::new(BIN)
+        .args(["check", "--config", &repo_file("proxy.toml")])
+        .envs(env)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The image publishes the passive range proxy.toml configures.
+    let dockerfile = std::fs::read_to_string(repo_file("docker/Dockerfile")).unwrap();
+    assert!(dockerfile.contains("EXPOSE 2121 50000-50100"));
+    assert!(
+        std::fs::read_to_string(repo_file("proxy.toml"))
+            .unwrap()
+            .contains("passive_ports = \"50000-50100\"")
+    );
 }

@@ -22,7 +22,7 @@ use super::session::{Outcome, Session};
 use super::transfer::{self, TransferControl, TransferError};
 use crate::config::PassiveAddress;
 use crate::upstream::upload::{Upload, UploadKind};
-use crate::upstream::{DirEntry, FileKind, ReadStream};
+use crate::upstream::{FileKind, ReadStream};
 
 /// The final reply of a transfer, and whether the session must end after it.
 pub struct TransferOutcome {
@@ -186,37 +186,15 @@ impl Session {
     }
 
     pub(super) async fn list(&mut self, arg: Option<Bytes>, kind: ListingKind) -> Outcome {
-        let (path, remote) = match self.resolve(arg.as_deref().unwrap_or(b".")) {
-            Ok(resolved) => resolved,
-            Err(reply) => return reply.into(),
+        let arg = arg.as_deref().unwrap_or(b".");
+        let (path, remote, entries, is_dir) = match self.entries_of(arg, Phase::Opening).await {
+            Ok(found) => found,
+            Err(outcome) => return outcome,
         };
-        let Some(account) = self.account() else {
-            return Reply::new(530, "Please log in with USER and PASS first.").into();
-        };
-        let upstream = account.upstream.clone();
-        let meta = match upstream.stat(&remote).await {
-            Ok(meta) => meta,
-            Err(e) => return self.upstream_failure(&e, Phase::Opening),
-        };
-        let entries = if meta.is_dir() {
-            match upstream.list(&remote).await {
-                Ok(mut entries) => {
-                    entries.sort_by(|a, b| a.name.cmp(&b.name));
-                    entries
-                }
-                Err(e) => return self.upstream_failure(&e, Phase::Opening),
-            }
-        } else if kind == ListingKind::Machine {
+        if !is_dir && kind == ListingKind::Machine {
             // RFC 3659 §7.1: MLSD of something that is not a directory is 501.
             return Reply::new(501, "MLSD needs a directory; use MLST for a file.").into();
-        } else {
-            // `ls -l file` lists the file itself.
-            let name = path.file_name().unwrap_or(b"/");
-            vec![DirEntry {
-                name: Bytes::copy_from_slice(name),
-                metadata: meta,
-            }]
-        };
+        }
         let now = chrono::Utc::now().timestamp();
         let mut body = Vec::with_capacity(entries.len() * 80);
         for entry in &entries {
@@ -246,14 +224,10 @@ impl Session {
     }
 
     pub(super) async fn retr(&mut self, arg: &[u8], offset: u64) -> Outcome {
-        let (path, remote) = match self.resolve(arg) {
-            Ok(resolved) => resolved,
+        let (path, remote, upstream) = match self.target(arg) {
+            Ok(target) => target,
             Err(reply) => return reply.into(),
         };
-        let Some(account) = self.account() else {
-            return Reply::new(530, "Please log in with USER and PASS first.").into();
-        };
-        let upstream = account.upstream.clone();
         let meta = match upstream.stat(&remote).await {
             Ok(meta) => meta,
             Err(e) => return self.upstream_failure(&e, Phase::Opening),
@@ -292,15 +266,13 @@ impl Session {
     }
 
     pub(super) async fn store(&mut self, arg: &[u8], kind: UploadKind) -> Outcome {
-        let (path, remote) = match self.resolve(arg) {
-            Ok(resolved) => resolved,
+        let (path, remote, upstream) = match self.target(arg) {
+            Ok(target) => target,
             Err(reply) => return reply.into(),
         };
-        let Some(account) = self.account() else {
-            return Reply::new(530, "Please log in with USER and PASS first.").into();
-        };
-        let upstream = account.upstream.clone();
-        let atomic = account.user.upstream.atomic_uploads;
+        let atomic = self
+            .account()
+            .is_some_and(|account| account.user.upstream.atomic_uploads);
         let upload = match Upload::begin(&upstream, &remote, kind, atomic).await {
             Ok(upload) => upload,
             Err(e) => return self.upstream_failure(&e, Phase::Opening),

@@ -8,20 +8,9 @@ use super::path::VirtualPath;
 use super::reply::{Reply, quote_path};
 use super::reply_map::Phase;
 use super::session::{Outcome, Session};
-use crate::upstream::{FileKind, Metadata, RemotePath, SharedUpstream};
+use crate::upstream::{DirEntry, FileKind, Metadata, RemotePath};
 
 impl Session {
-    /// Resolves `arg` and returns it with the upstream session, or the reply
-    /// that explains why not.
-    fn target(&self, arg: &[u8]) -> Result<(VirtualPath, RemotePath, SharedUpstream), Reply> {
-        let (path, remote) = self.resolve(arg)?;
-        let upstream = self
-            .account()
-            .map(|account| account.upstream.clone())
-            .ok_or_else(|| Reply::new(530, "Please log in with USER and PASS first."))?;
-        Ok((path, remote, upstream))
-    }
-
     async fn stat_target(
         &self,
         arg: &[u8],
@@ -174,33 +163,44 @@ impl Session {
         Reply::multiline(250, first, [line], "End.").into()
     }
 
+    /// What a listing of `arg` shows: a directory's entries sorted by name,
+    /// or the single entry of a file (as `ls -l file` does). The bool says
+    /// whether `arg` is a directory.
+    pub(super) async fn entries_of(
+        &self,
+        arg: &[u8],
+        phase: Phase,
+    ) -> Result<(VirtualPath, RemotePath, Vec<DirEntry>, bool), Outcome> {
+        let (path, remote, upstream) = self.target(arg).map_err(Outcome::Reply)?;
+        let meta = upstream
+            .stat(&remote)
+            .await
+            .map_err(|e| self.upstream_failure(&e, phase))?;
+        if !meta.is_dir() {
+            let name = Bytes::copy_from_slice(path.file_name().unwrap_or(b"/"));
+            let entry = DirEntry {
+                name,
+                metadata: meta,
+            };
+            return Ok((path, remote, vec![entry], false));
+        }
+        let mut entries = upstream
+            .list(&remote)
+            .await
+            .map_err(|e| self.upstream_failure(&e, phase))?;
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok((path, remote, entries, true))
+    }
+
     /// STAT path (RFC 959 §4.1.3): a LIST over the control channel.
     pub(super) async fn stat_path(&mut self, arg: &[u8]) -> Outcome {
-        let (path, remote, meta) = match self.stat_target(arg).await {
+        let (path, _, entries, _) = match self.entries_of(arg, Phase::FileAction).await {
             Ok(found) => found,
             Err(outcome) => return outcome,
         };
-        let entries = if meta.is_dir() {
-            let upstream = match self.target(arg) {
-                Ok((_, _, upstream)) => upstream,
-                Err(reply) => return reply.into(),
-            };
-            match upstream.list(&remote).await {
-                Ok(mut entries) => {
-                    entries.sort_by(|a, b| a.name.cmp(&b.name));
-                    entries
-                        .into_iter()
-                        .map(|e| (e.name.to_vec(), e.metadata))
-                        .collect()
-                }
-                Err(e) => return self.upstream_failure(&e, Phase::FileAction),
-            }
-        } else {
-            vec![(path.file_name().unwrap_or(b"/").to_vec(), meta)]
-        };
         let now = chrono::Utc::now().timestamp();
-        let lines = entries.iter().map(|(name, meta)| {
-            let mut line = listing::list_line(name, meta, now);
+        let lines = entries.iter().map(|entry| {
+            let mut line = listing::list_line(&entry.name, &entry.metadata, now);
             line.truncate(line.len() - 2);
             line
         });

@@ -86,7 +86,6 @@ pub(super) struct Session {
     pub transfer_type: TransferType,
     /// After `EPSV ALL`, PASV is refused (RFC 2428 §4).
     pub epsv_all: bool,
-    pub utf8: bool,
     /// Set by REST, consumed by the next command (RFC 3659 §5.3).
     pub restart: Option<u64>,
     /// Set by RNFR, consumed by the next command (RFC 959 §4.1.3).
@@ -123,7 +122,6 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: SessionContext, id:
         failed_logins: 0,
         transfer_type: TransferType::Ascii,
         epsv_all: false,
-        utf8: true,
         restart: None,
         rename_from: None,
         passive: None,
@@ -406,6 +404,17 @@ impl Session {
         Ok((path, remote))
     }
 
+    /// Resolves `arg` and returns it with the upstream session, or the reply
+    /// that explains why not.
+    pub fn target(&self, arg: &[u8]) -> Result<(VirtualPath, RemotePath, SharedUpstream), Reply> {
+        let (path, remote) = self.resolve(arg)?;
+        let upstream = self
+            .account()
+            .map(|account| account.upstream.clone())
+            .ok_or_else(|| Reply::new(530, "Please log in with USER and PASS first."))?;
+        Ok((path, remote, upstream))
+    }
+
     /// Logs an upstream failure and turns it into the reply the table gives.
     pub fn upstream_failure(&self, err: &UpstreamError, phase: Phase) -> Outcome {
         let (reply, close) = upstream_reply(err, phase);
@@ -418,21 +427,17 @@ impl Session {
         }
     }
 
-    fn opts(&mut self, opts: super::command::Opts) -> Reply {
+    fn opts(&self, opts: super::command::Opts) -> Reply {
         match opts {
-            super::command::Opts::Utf8(on) => {
-                // Names pass through as bytes either way; this only records
-                // what the client announced.
-                self.utf8 = on;
-                Reply::new(
-                    200,
-                    if on {
-                        "UTF8 mode enabled."
-                    } else {
-                        "UTF8 mode disabled."
-                    },
-                )
-            }
+            // Names pass through as bytes either way, so both are accepted.
+            super::command::Opts::Utf8(on) => Reply::new(
+                200,
+                if on {
+                    "UTF8 mode enabled."
+                } else {
+                    "UTF8 mode disabled."
+                },
+            ),
             super::command::Opts::Other(name) => {
                 Reply::new(501, format!("OPTS {name} not understood."))
             }

@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# Throughput of a large RETR and STOR through ftpbridge, side by side with
+# OpenSSH's own `sftp` client against the same sshd, in one run.
+#
+#   bench/throughput.sh            # 1 GiB, 3 alternating rounds
+#   SIZE_MIB=256 ROUNDS=5 bench/throughput.sh
+#
+# Everything runs on loopback with files on tmpfs (/dev/shm), so the figures
+# measure CPU cost per byte (SSH crypto, copies, syscalls), not disks.
+# Needs: openssh-server, openssh-client, curl (scripts/test.sh installs them).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+SIZE_MIB=${SIZE_MIB:-1024}
+ROUNDS=${ROUNDS:-3}
+SSHD=${SSHD:-/usr/sbin/sshd}
+SFTP_SERVER=${SFTP_SERVER:-/usr/lib/openssh/sftp-server}
+
+base=/dev/shm
+[[ -d $base && -w $base ]] || base=${TMPDIR:-/tmp}
+work=$(mktemp -d "$base/ftpbridge-bench.XXXXXX")
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "nothing on port $1" >&2; exit 1; }
+
+echo "building ftpbridge (release)..." >&2
+cargo build --release --quiet
+
+mkdir -p "$work/data" "$work/local" /run/sshd
+chmod 0755 "$work"
+ssh-keygen -q -t ed25519 -N "" -f "$work/host_key"
+ssh-keygen -q -t ed25519 -N "" -f "$work/client_key"
+cp "$work/client_key.pub" "$work/authorized_keys"
+user=$(id -un)
+sshd_port=$(free_port)
+cat >"$work/sshd_config" <<EOF
+ListenAddress 127.0.0.1
+Port $sshd_port
+HostKey $work/host_key
+PidFile $work/sshd.pid
+AuthorizedKeysFile $work/authorized_keys
+StrictModes no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+PermitRootLogin yes
+Subsystem sftp $SFTP_SERVER
+EOF
+"$SSHD" -D -e -f "$work/sshd_config" 2>"$work/sshd.log" &
+pids+=($!)
+wait_port "$sshd_port"
+fingerprint=$(ssh-keygen -lf "$work/host_key.pub" | awk '{print $2}')
+
+ftp_port=$(free_port)
+hash=$(printf 'bench\n' | target/release/ftpbridge hash-password)
+cat >"$work/proxy.toml" <<EOF
+[[listeners]]
+name = "bench"
+bind = "127.0.0.1:$ftp_port"
+
+[[upstreams]]
+name = "sftp"
+kind = "sftp"
+address = "127.0.0.1:$sshd_port"
+host_key = "$fingerprint"
+auth = "key"
+username = "$user"
+key = "$work/client_key"
+root = "$work/data"
+
+[[users]]
+name = "bench"
+password_hash = "$hash"
+upstream = "sftp"
+EOF
+RUST_LOG=warn target/release/ftpbridge run --config "$work/proxy.toml" 2>"$work/proxy.log" &
+proxy_pid=$!
+pids+=("$proxy_pid")
+wait_port "$ftp_port"
+
+echo "creating a $SIZE_MIB MiB file..." >&2
+head -c "$((SIZE_MIB * 1024 * 1024))" /dev/urandom >"$work/local/source.bin"
+cp "$work/local/source.bin" "$work/data/source.bin"
+bytes=$((SIZE_MIB * 1024 * 1024))
+
+sftp_cmd() { # cipher, batch command
+    local cipher=$1
+    shift
+    local opts=(-q -i "$work/client_key" -o IdentitiesOnly=yes -o StrictHostKeyChecking=no
+        -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -P "$sshd_port")
+    [[ $cipher != default ]] && opts+=(-c "$cipher")
+    echo "$*" | sftp "${opts[@]}" -b - "$user@127.0.0.1" >/dev/null
+}
+
+timed() { # prints seconds
+    local start end
+    start=$(date +%s.%N)
+    "$@"
+    end=$(date +%s.%N)
+    echo "$end - $start" | bc -l
+}
+
+ftp_url="ftp://bench:bench@127.0.0.1:$ftp_port"
+declare -A results
+rss_peak=0
+run_case() { # name, command...
+    local name=$1
+    shift
+    rm -f "$work/local/out.bin" "$work/data/upload.bin"
+    local seconds
+    seconds=$(timed "$@")
+    results[$name]+="$seconds "
+}
+
+check_same() {
+    cmp -s "$1" "$2" || { echo "MISMATCH: $1 vs $2" >&2; exit 1; }
+}
+
+idle_rss=$(awk '/VmRSS/ {print $2}' "/proc/$proxy_pid/status")
+watch_rss() {
+    while kill -0 "$proxy_pid" 2>/dev/null; do
+        awk '/VmHWM/ {print $2}' "/proc/$proxy_pid/status" >"$work/hwm" 2>/dev/null || true
+        sleep 0.2
+    done
+}
+watch_rss &
+pids+=($!)
+
+for round in $(seq "$ROUNDS"); do
+    echo "round $round/$ROUNDS" >&2
+    run_case "sftp get (chacha20-poly1305)" sftp_cmd default "get $work/data/source.bin $work/local/out.bin"
+    check_same "$work/local/out.bin" "$work/local/source.bin"
+    run_case "sftp get (aes128-gcm)" sftp_cmd aes128-gcm@openssh.com "get $work/data/source.bin $work/local/out.bin"
+    run_case "ftpbridge RETR" curl -sS -o "$work/local/out.bin" "$ftp_url/source.bin"
+    check_same "$work/local/out.bin" "$work/local/source.bin"
+    run_case "sftp put (chacha20-poly1305)" sftp_cmd default "put $work/local/source.bin $work/data/upload.bin"
+    check_same "$work/data/upload.bin" "$work/local/source.bin"
+    run_case "sftp put (aes128-gcm)" sftp_cmd aes128-gcm@openssh.com "put $work/local/source.bin $work/data/upload.bin"
+    run_case "ftpbridge STOR" curl -sS -T "$work/local/source.bin" "$ftp_url/upload.bin"
+    check_same "$work/data/upload.bin" "$work/local/source.bin"
+done
+
+cipher=$(grep -o 'cipher=[^ ]*' "$work/sshd.log" | head -1 || true)
+summarise() { # name -> "median min max MB/s"
+    tr ' ' '\n' <<<"${results[$1]}" | grep -v '^$' | sort -g |
+        awk -v b="$bytes" '{t[NR]=$1} END {m=t[int((NR+1)/2)]; printf "%8.0f %8.0f %8.0f", b/m/1e6, b/t[NR]/1e6, b/t[1]/1e6}'
+}
+median() { summarise "$1" | awk '{print $1}'; }
+
+echo
+echo "$SIZE_MIB MiB over loopback, tmpfs, $ROUNDS rounds (MB/s: median, min, max)"
+printf '%-32s %8s %8s %8s\n' "path" "median" "min" "max"
+for name in "sftp get (chacha20-poly1305)" "sftp get (aes128-gcm)" "ftpbridge RETR" \
+    "sftp put (chacha20-poly1305)" "sftp put (aes128-gcm)" "ftpbridge STOR"; do
+    printf '%-32s %s\n' "$name" "$(summarise "$name")"
+done
+echo
+ratio() { echo "scale=2; $(median "$1") / $(median "$2")" | bc -l; }
+echo "ratio RETR vs sftp get, same cipher (chacha20): $(ratio "ftpbridge RETR" "sftp get (chacha20-poly1305)")"
+echo "ratio RETR vs sftp get, best cipher (aes128-gcm): $(ratio "ftpbridge RETR" "sftp get (aes128-gcm)")"
+echo "ratio STOR vs sftp put, same cipher (chacha20): $(ratio "ftpbridge STOR" "sftp put (chacha20-poly1305)")"
+echo "ratio STOR vs sftp put, best cipher (aes128-gcm): $(ratio "ftpbridge STOR" "sftp put (aes128-gcm)")"
+peak_rss=$(cat "$work/hwm" 2>/dev/null || echo 0)
+echo "ftpbridge RSS: idle $((idle_rss / 1024)) MiB, peak $((peak_rss / 1024)) MiB"
+[[ -n $cipher ]] && echo "sshd log: $cipher"
