@@ -80,7 +80,7 @@ name = "bench"
 password_hash = "$hash"
 upstream = "sftp"
 EOF
-RUST_LOG=warn target/release/ftpbridge run --config "$work/proxy.toml" 2>"$work/proxy.log" &
+RUST_LOG=warn,ftpbridge::upstream::sftp::connect=debug target/release/ftpbridge run --config "$work/proxy.toml" 2>"$work/proxy.log" &
 proxy_pid=$!
 pids+=("$proxy_pid")
 wait_port "$ftp_port"
@@ -108,15 +108,20 @@ timed() { # prints seconds
 }
 
 ftp_url="ftp://bench:bench@127.0.0.1:$ftp_port"
-declare -A results
-rss_peak=0
+declare -A results peak_rss
 run_case() { # name, command...
     local name=$1
     shift
     rm -f "$work/local/out.bin" "$work/data/upload.bin"
+    # Reset the proxy's peak RSS (VmHWM) so each transfer reports its own.
+    echo 5 >"/proc/$proxy_pid/clear_refs"
     local seconds
     seconds=$(timed "$@")
     results[$name]+="$seconds "
+    local hwm
+    hwm=$(awk '/VmHWM/ {print $2}' "/proc/$proxy_pid/status")
+    ((hwm > ${peak_rss[$name]:-0})) && peak_rss[$name]=$hwm
+    return 0
 }
 
 check_same() {
@@ -124,14 +129,6 @@ check_same() {
 }
 
 idle_rss=$(awk '/VmRSS/ {print $2}' "/proc/$proxy_pid/status")
-watch_rss() {
-    while kill -0 "$proxy_pid" 2>/dev/null; do
-        awk '/VmHWM/ {print $2}' "/proc/$proxy_pid/status" >"$work/hwm" 2>/dev/null || true
-        sleep 0.2
-    done
-}
-watch_rss &
-pids+=($!)
 
 for round in $(seq "$ROUNDS"); do
     echo "round $round/$ROUNDS" >&2
@@ -147,7 +144,6 @@ for round in $(seq "$ROUNDS"); do
     check_same "$work/data/upload.bin" "$work/local/source.bin"
 done
 
-cipher=$(grep -o 'cipher=[^ ]*' "$work/sshd.log" | head -1 || true)
 summarise() { # name -> "median min max MB/s"
     tr ' ' '\n' <<<"${results[$1]}" | grep -v '^$' | sort -g |
         awk -v b="$bytes" '{t[NR]=$1} END {m=t[int((NR+1)/2)]; printf "%8.0f %8.0f %8.0f", b/m/1e6, b/t[NR]/1e6, b/t[1]/1e6}'
@@ -167,6 +163,6 @@ echo "ratio RETR vs sftp get, same cipher (chacha20): $(ratio "ftpbridge RETR" "
 echo "ratio RETR vs sftp get, best cipher (aes128-gcm): $(ratio "ftpbridge RETR" "sftp get (aes128-gcm)")"
 echo "ratio STOR vs sftp put, same cipher (chacha20): $(ratio "ftpbridge STOR" "sftp put (chacha20-poly1305)")"
 echo "ratio STOR vs sftp put, best cipher (aes128-gcm): $(ratio "ftpbridge STOR" "sftp put (aes128-gcm)")"
-peak_rss=$(cat "$work/hwm" 2>/dev/null || echo 0)
-echo "ftpbridge RSS: idle $((idle_rss / 1024)) MiB, peak $((peak_rss / 1024)) MiB"
-[[ -n $cipher ]] && echo "sshd log: $cipher"
+echo "ftpbridge RSS before the first transfer: $((idle_rss / 1024)) MiB;" \
+    "peak during RETR: $((peak_rss["ftpbridge RETR"] / 1024)) MiB, during STOR: $((peak_rss["ftpbridge STOR"] / 1024)) MiB"
+grep -o 'cipher="\?[a-z0-9@.-]*' "$work/proxy.log" | sort -u | sed 's/^/ftpbridge negotiated /' || true

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use russh::client;
 use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::channel::SftpChannel;
 use crate::secret::Secret;
@@ -130,12 +130,73 @@ impl client::Handler for HostKeyVerifier {
             }
         }
     }
+
+    async fn kex_done(
+        &mut self,
+        _shared_secret: Option<&[u8]>,
+        names: &russh::Names,
+        _session: &mut client::Session,
+    ) -> std::result::Result<(), Self::Error> {
+        debug!(host = %self.host, cipher = names.cipher.as_ref(), "SSH key exchange done");
+        Ok(())
+    }
 }
 
 pub type SshHandle = client::Handle<HostKeyVerifier>;
 
+/// AES-GCM first where the CPU has AES instructions (it is then the cheapest
+/// cipher per byte, as OpenSSH's own measurements show), ChaCha20-Poly1305
+/// first elsewhere, where software AES would be the slowest choice.
+fn cipher_preference() -> &'static [russh::cipher::Name] {
+    use russh::cipher::{
+        AES_128_CTR, AES_128_GCM, AES_192_CTR, AES_256_CTR, AES_256_GCM, CHACHA20_POLY1305,
+    };
+    static AES_FIRST: &[russh::cipher::Name] = &[
+        AES_128_GCM,
+        AES_256_GCM,
+        CHACHA20_POLY1305,
+        AES_256_CTR,
+        AES_192_CTR,
+        AES_128_CTR,
+    ];
+    static CHACHA_FIRST: &[russh::cipher::Name] = &[
+        CHACHA20_POLY1305,
+        AES_128_GCM,
+        AES_256_GCM,
+        AES_256_CTR,
+        AES_192_CTR,
+        AES_128_CTR,
+    ];
+    if cpu_has_aes() {
+        AES_FIRST
+    } else {
+        CHACHA_FIRST
+    }
+}
+
+fn cpu_has_aes() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("aes")
+            && std::arch::is_x86_feature_detected!("pclmulqdq")
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("aes")
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        false
+    }
+}
+
 fn ssh_config(settings: &SftpSettings) -> client::Config {
+    let preferred = russh::Preferred {
+        cipher: std::borrow::Cow::Borrowed(cipher_preference()),
+        ..russh::Preferred::default()
+    };
     client::Config {
+        preferred,
         // Bulk transfer, not an interactive shell: no Nagle, a window large
         // enough for a full pipeline of reads.
         nodelay: true,
@@ -258,4 +319,25 @@ async fn start_sftp(handle: &SshHandle, settings: &SftpSettings) -> Result<SftpC
 
 fn ssh_error(e: russh::Error) -> UpstreamError {
     UpstreamError::new(ErrorKind::ConnectionLost).with_source(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aes_gcm_leads_exactly_when_the_cpu_has_aes_instructions() {
+        let order = cipher_preference();
+        assert_eq!(order[0] == russh::cipher::AES_128_GCM, cpu_has_aes());
+        assert!(order.contains(&russh::cipher::CHACHA20_POLY1305));
+    }
+
+    #[test]
+    fn credentials_debug_never_shows_the_password() {
+        let credentials = SftpCredentials::Password {
+            username: "svc".into(),
+            password: Secret::new("hunter2"),
+        };
+        assert!(!format!("{credentials:?}").contains("hunter2"));
+    }
 }
