@@ -353,3 +353,44 @@ async fn shutdown_tells_idle_sessions_421() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_transfer_still_running_after_the_shutdown_grace_is_stopped_and_undone() {
+    let fx = Fixture::start().await;
+    let (mut raw, _) = RawFtp::connect(fx.proxy.addr).await;
+    raw.login("alice", PASSWORD).await;
+    assert_eq!(raw.cmd("TYPE I").await.code, 200);
+    let mut data = raw.epsv_connect(fx.proxy.addr).await;
+    assert_eq!(raw.cmd("STOR slow.bin").await.code, 150);
+    tokio::io::AsyncWriteExt::write_all(&mut data, &common::proxy::random_bytes(100_000, 2))
+        .await
+        .unwrap();
+    // Wait until the upload is visibly in progress on the upstream.
+    let alice = fx.alice_dir();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while common::proxy::leftover_temporaries(&alice).is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no temporary upload file appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The client keeps the data connection open: only the grace (2s) ends it.
+    let Fixture { proxy, sshd: _sshd } = fx;
+    tokio::time::timeout(Duration::from_secs(30), proxy.stop())
+        .await
+        .expect("shutdown completes");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !common::proxy::leftover_temporaries(&alice).is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "temporary file left after shutdown"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !alice.join("slow.bin").exists(),
+        "nothing under the final name"
+    );
+    drop(data);
+}

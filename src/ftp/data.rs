@@ -64,6 +64,15 @@ impl ActiveTransfer {
     }
 }
 
+impl Drop for ActiveTransfer {
+    /// A session that ends without waiting (hard stop after the shutdown
+    /// grace) must not leave its transfer running detached: cancelling makes
+    /// the task stop and undo an unfinished upload on its own.
+    fn drop(&mut self) {
+        self.control.cancel.cancel();
+    }
+}
+
 async fn join_outcome(join: &mut JoinHandle<TransferOutcome>) -> TransferOutcome {
     match join.await {
         Ok(outcome) => outcome,
