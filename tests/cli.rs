@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::proxy::{PASSWORD, UpstreamAuth, config_toml, user_toml};
+use common::proxy::{PASSWORD, alice_config};
 use common::sshd::Sshd;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ftpbridge");
@@ -196,16 +196,9 @@ fn demo_serves_curl_uploads_and_downloads_through_its_embedded_sftp_server() {
 #[test]
 fn run_logs_json_with_session_fields_and_never_the_password() {
     let sshd = Sshd::start();
-    std::fs::create_dir_all(sshd.data_dir().join("alice")).unwrap();
     let addr = free_port();
-    let toml = config_toml(
-        &sshd,
-        UpstreamAuth::Key,
-        "",
-        "",
-        &user_toml("alice", "/alice"),
-    )
-    .replace("bind = \"127.0.0.1:0\"", &format!("bind = \"{addr}\""));
+    let toml = alice_config(&sshd, "", "")
+        .replace("bind = \"127.0.0.1:0\"", &format!("bind = \"{addr}\""));
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("proxy.toml");
     std::fs::write(&config, toml).unwrap();

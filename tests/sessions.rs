@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::proxy::{Fixture, PASSWORD, Proxy, UpstreamAuth, config_toml, user_toml};
+use common::proxy::{Fixture, PASSWORD, Proxy, UpstreamAuth, alice_config, config_toml, user_toml};
 use common::raw::RawFtp;
 use common::sshd::Sshd;
 
@@ -176,15 +176,7 @@ async fn an_idle_session_is_closed_with_421() {
 #[tokio::test]
 async fn an_unknown_upstream_host_key_is_refused_with_421() {
     let sshd = Sshd::start();
-    std::fs::create_dir_all(sshd.data_dir().join("alice")).unwrap();
-    let toml = config_toml(
-        &sshd,
-        UpstreamAuth::Key,
-        "",
-        "",
-        &user_toml("alice", "/alice"),
-    )
-    .replace(
+    let toml = alice_config(&sshd, "", "").replace(
         sshd.host_key_fingerprint(),
         "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
     );
@@ -197,15 +189,7 @@ async fn an_unknown_upstream_host_key_is_refused_with_421() {
 #[tokio::test]
 async fn a_known_hosts_file_pins_the_upstream() {
     let sshd = Sshd::start();
-    std::fs::create_dir_all(sshd.data_dir().join("alice")).unwrap();
-    let toml = config_toml(
-        &sshd,
-        UpstreamAuth::Key,
-        "",
-        "",
-        &user_toml("alice", "/alice"),
-    )
-    .replace(
+    let toml = alice_config(&sshd, "", "").replace(
         &format!("host_key = \"{}\"", sshd.host_key_fingerprint()),
         &format!("known_hosts = \"{}\"", sshd.known_hosts_path().display()),
     );
@@ -393,4 +377,16 @@ async fn a_transfer_still_running_after_the_shutdown_grace_is_stopped_and_undone
         "nothing under the final name"
     );
     drop(data);
+}
+
+#[tokio::test]
+async fn a_client_that_never_logs_in_is_closed_with_421_at_the_login_timeout() {
+    let fx = Fixture::start_with("login_timeout = \"1s\"", "").await;
+    let (mut raw, _) = RawFtp::connect(fx.proxy.addr).await;
+    // Activity before login does not extend the login deadline.
+    assert_eq!(raw.cmd("USER alice").await.code, 331);
+    let reply = raw.reply().await;
+    assert_eq!(reply.code, 421, "{reply:?}");
+    assert!(reply.text.contains("Login timeout"), "{reply:?}");
+    assert!(raw.try_reply().await.is_none());
 }

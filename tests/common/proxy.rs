@@ -182,6 +182,19 @@ pub fn user_toml(name: &str, root: &str) -> String {
     )
 }
 
+/// Creates `<data>/alice` on `sshd` and returns the standard config for
+/// user `alice` (key auth to the upstream), with extra listener and upstream lines.
+pub fn alice_config(sshd: &Sshd, listener_extra: &str, upstream_extra: &str) -> String {
+    std::fs::create_dir_all(sshd.data_dir().join("alice")).expect("create alice's root");
+    config_toml(
+        sshd,
+        UpstreamAuth::Key,
+        listener_extra,
+        upstream_extra,
+        &user_toml("alice", "/alice"),
+    )
+}
+
 /// The standard fixture: sshd, a user `alice` rooted at `<data>/alice` with
 /// key auth to the upstream, and the proxy.
 pub struct Fixture {
@@ -196,15 +209,7 @@ impl Fixture {
 
     pub async fn start_with(listener_extra: &str, upstream_extra: &str) -> Fixture {
         let sshd = Sshd::start();
-        std::fs::create_dir_all(sshd.data_dir().join("alice")).expect("create alice's root");
-        let toml = config_toml(
-            &sshd,
-            UpstreamAuth::Key,
-            listener_extra,
-            upstream_extra,
-            &user_toml("alice", "/alice"),
-        );
-        let proxy = Proxy::start(&toml).await;
+        let proxy = Proxy::start(&alice_config(&sshd, listener_extra, upstream_extra)).await;
         Fixture { proxy, sshd }
     }
 
