@@ -64,6 +64,7 @@ pub mod defaults {
     pub const DATA_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
     pub const MAX_LOGIN_ATTEMPTS: u32 = 3;
     pub const BANNER: &str = "ftpbridge ready";
+    pub const ACTIVE_MIN_PORT: u16 = 1024;
     pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
     pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
     pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
@@ -110,6 +111,14 @@ pub struct ListenerConfig {
     pub data_idle_timeout: Duration,
     pub max_login_attempts: u32,
     pub banner: String,
+    /// PORT/EPRT allowed (RFC 959 §4.1.2, RFC 2428 §2).
+    pub active_mode: bool,
+    /// Lowest client port an active data connection may go to: below 1024
+    /// sit the services an FTP bounce attack would aim at.
+    pub active_min_port: u16,
+    /// Local port active data connections come from, for firewalls that
+    /// expect RFC 959's "L-1" (port 20 next to 21); `None`: any port.
+    pub active_source_port: Option<u16>,
 }
 
 /// How the bridge authenticates to an upstream.

@@ -43,6 +43,9 @@ pub struct RawListener {
     pub data_idle_timeout: Option<String>,
     pub max_login_attempts: Option<u32>,
     pub banner: Option<String>,
+    pub active_mode: Option<bool>,
+    pub active_min_port: Option<u16>,
+    pub active_source_port: Option<u16>,
 }
 
 /// `host_key = "SHA256:…"` or `host_key = ["SHA256:…", "SHA256:…"]`.

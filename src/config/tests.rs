@@ -56,6 +56,9 @@ fn a_minimal_config_loads_with_defaults() {
     assert_eq!(listener.passive_ports, None);
     assert_eq!(listener.idle_timeout, defaults::IDLE_TIMEOUT);
     assert_eq!(listener.max_login_attempts, 3);
+    assert!(listener.active_mode);
+    assert_eq!(listener.active_min_port, 1024);
+    assert_eq!(listener.active_source_port, None);
     let upstream = &config.upstreams["files"];
     assert_eq!(
         (upstream.sftp.host.as_str(), upstream.sftp.port),
@@ -328,4 +331,13 @@ fn crate_keys_are_normalised() {
     );
     assert_eq!(normalise_key("listeners[0].bind"), "listeners[0].bind");
     assert_eq!(normalise_key("a[0][1]b"), "a[0][1].b");
+}
+
+#[test]
+fn active_source_port_zero_is_refused() {
+    let text = replaced(
+        "bind = \"127.0.0.1:2121\"",
+        "bind = \"127.0.0.1:2121\"\nactive_source_port = 0",
+    );
+    assert_eq!(error_for(&text).key, "listeners[0].active_source_port");
 }

@@ -142,6 +142,19 @@ fn listeners(raw: &[RawListener]) -> Result<Vec<Arc<ListenerConfig>>> {
             )?,
             max_login_attempts,
             banner: banner(key("banner"), listener.banner.as_deref())?,
+            active_mode: listener.active_mode.unwrap_or(true),
+            active_min_port: listener
+                .active_min_port
+                .unwrap_or(defaults::ACTIVE_MIN_PORT),
+            active_source_port: match listener.active_source_port {
+                Some(0) => {
+                    return Err(ConfigError::new(
+                        key("active_source_port"),
+                        "must be a port number (1-65535)",
+                    ));
+                }
+                other => other,
+            },
         }));
     }
     Ok(out)
