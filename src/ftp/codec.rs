@@ -3,6 +3,13 @@
 //! Lines end in CRLF (RFC 959 §4.1) but bare LF is accepted, as every
 //! production server does. A line longer than the cap is reported once and
 //! then discarded up to its end, so a client cannot grow the buffer.
+//!
+//! The control connection is a Telnet connection (RFC 959 §4.1.3): clients
+//! send "Telnet IP" and "Synch" (IAC IP, IAC DM) before ABOR. Those sequences
+//! are removed from each line; the socket has SO_OOBINLINE set so the urgent
+//! byte stays in the stream instead of being cut out of it.
+
+use std::borrow::Cow;
 
 use bytes::{Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
@@ -64,7 +71,7 @@ impl Decoder for ControlCodec {
                     if line.last() == Some(&b'\r') {
                         line.truncate(end - 1);
                     }
-                    return Ok(Some(ControlInput::Line(line.freeze())));
+                    return Ok(Some(ControlInput::Line(without_telnet(line.freeze()))));
                 }
                 None if self.discarding => {
                     buf.clear();
@@ -95,7 +102,7 @@ impl Decoder for ControlCodec {
                 if line.last() == Some(&b'\r') {
                     line.truncate(line.len() - 1);
                 }
-                Ok(Some(ControlInput::Line(line.freeze())))
+                Ok(Some(ControlInput::Line(without_telnet(line.freeze()))))
             }
             None => {
                 buf.clear();
@@ -103,6 +110,45 @@ impl Decoder for ControlCodec {
             }
         }
     }
+}
+
+const IAC: u8 = 255;
+/// Telnet commands that take one option byte: WILL, WONT, DO, DONT.
+const OPTION_COMMANDS: std::ops::RangeInclusive<u8> = 251..=254;
+/// Telnet commands without an option: SE, NOP, DM, BRK, IP, AO, AYT, EC, EL, GA, SB.
+const PLAIN_COMMANDS: std::ops::RangeInclusive<u8> = 240..=250;
+
+fn without_telnet(line: Bytes) -> Bytes {
+    match strip_telnet(&line) {
+        Cow::Borrowed(_) => line,
+        Cow::Owned(stripped) => Bytes::from(stripped),
+    }
+}
+
+/// Removes Telnet command sequences (RFC 854) and undoubles IAC IAC. An IAC
+/// followed by anything else is kept as data: legacy clients send raw 8-bit
+/// names, and a 0xFF byte in a name must survive.
+pub fn strip_telnet(line: &[u8]) -> Cow<'_, [u8]> {
+    if !line.contains(&IAC) {
+        return Cow::Borrowed(line);
+    }
+    let mut out = Vec::with_capacity(line.len());
+    let mut i = 0;
+    while i < line.len() {
+        match (line[i], line.get(i + 1)) {
+            (IAC, Some(&IAC)) => {
+                out.push(IAC);
+                i += 2;
+            }
+            (IAC, Some(command)) if OPTION_COMMANDS.contains(command) => i += 3,
+            (IAC, Some(command)) if PLAIN_COMMANDS.contains(command) => i += 2,
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    Cow::Owned(out)
 }
 
 impl Encoder<&Reply> for ControlCodec {
@@ -168,6 +214,27 @@ mod tests {
         let mut buf = BytesMut::from(&b"QUIT\r"[..]);
         assert_eq!(codec.decode(&mut buf).unwrap(), None);
         assert_eq!(codec.decode_eof(&mut buf).unwrap(), Some(line("QUIT")));
+    }
+
+    #[test]
+    fn telnet_interrupt_and_synch_before_abor_are_removed() {
+        let mut codec = ControlCodec::default();
+        assert_eq!(
+            decode_all(&mut codec, b"\xff\xf4\xff\xf2ABOR\r\n"),
+            vec![line("ABOR")]
+        );
+    }
+
+    #[test]
+    fn telnet_option_negotiation_is_removed_and_doubled_iac_undoubled() {
+        assert_eq!(strip_telnet(b"\xff\xfb\x01NOOP").as_ref(), b"NOOP");
+        assert_eq!(strip_telnet(b"RETR a\xff\xffb").as_ref(), b"RETR a\xffb");
+    }
+
+    #[test]
+    fn a_raw_0xff_in_a_name_is_kept() {
+        assert_eq!(strip_telnet(b"RETR \xffile").as_ref(), b"RETR \xffile");
+        assert_eq!(strip_telnet(b"RETR x\xff").as_ref(), b"RETR x\xff");
     }
 
     #[test]

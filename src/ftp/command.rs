@@ -5,6 +5,7 @@
 //! bridge passes them to the upstream unchanged.
 
 use std::fmt;
+use std::net::SocketAddr;
 
 use bytes::Bytes;
 
@@ -41,8 +42,22 @@ pub enum EpsvArg {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Opts {
     Utf8(bool),
+    /// `OPTS MLST fact;fact;` (RFC 3659 §7.9): the facts to show, as sent.
+    Mlst(Vec<String>),
     Other(String),
 }
+
+/// SITE subcommands (RFC 959 §4.1.3 leaves SITE to the server).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Site {
+    Chmod { mode: u32, path: Bytes },
+    Help,
+    Other(String),
+}
+
+/// A modification time from MFMT or the MDTM set form: seconds since the
+/// Unix epoch, UTC (RFC 3659 §2.3 time-val).
+pub type Timestamp = i64;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -62,14 +77,18 @@ pub enum Command {
     Stru,
     Pasv,
     Epsv(EpsvArg),
-    /// PORT and EPRT (active mode), recognised and refused on this listener.
-    Active,
+    /// PORT (RFC 959) or EPRT (RFC 2428): connect back to this address.
+    Port(SocketAddr),
+    /// EPRT with a network protocol other than 1 or 2.
+    EprtUnsupportedProtocol,
     List(Option<Bytes>),
     Nlst(Option<Bytes>),
     Mlsd(Option<Bytes>),
     Mlst(Option<Bytes>),
     Retr(Bytes),
     Stor(Bytes),
+    /// STOU, with the optional name hint some clients send.
+    Stou(Option<Bytes>),
     Appe(Bytes),
     Rest(u64),
     Dele(Bytes),
@@ -78,11 +97,23 @@ pub enum Command {
     Rnfr(Bytes),
     Rnto(Bytes),
     Size(Bytes),
+    /// MDTM's argument stays raw: whether it is the set form
+    /// ("YYYYMMDDHHMMSS path") depends on what exists upstream.
     Mdtm(Bytes),
+    /// MFMT YYYYMMDDHHMMSS path (draft-somers-ftp-mfxx).
+    Mfmt(Timestamp, Bytes),
+    Site(Site),
+    /// HOST (RFC 7151), before USER.
+    Host(Bytes),
+    /// CLNT: the client names itself.
+    Clnt,
+    /// REIN (RFC 959 §4.1.1): back to the state right after connecting.
+    Rein,
     Stat(Option<Bytes>),
     Help(Option<Bytes>),
     Abor,
-    Allo,
+    /// ALLO with the byte count, when given.
+    Allo(Option<u64>),
 }
 
 impl Command {
@@ -105,13 +136,14 @@ impl Command {
             Command::Stru => "STRU",
             Command::Pasv => "PASV",
             Command::Epsv(_) => "EPSV",
-            Command::Active => "PORT",
+            Command::Port(_) | Command::EprtUnsupportedProtocol => "PORT",
             Command::List(_) => "LIST",
             Command::Nlst(_) => "NLST",
             Command::Mlsd(_) => "MLSD",
             Command::Mlst(_) => "MLST",
             Command::Retr(_) => "RETR",
             Command::Stor(_) => "STOR",
+            Command::Stou(_) => "STOU",
             Command::Appe(_) => "APPE",
             Command::Rest(_) => "REST",
             Command::Dele(_) => "DELE",
@@ -121,10 +153,15 @@ impl Command {
             Command::Rnto(_) => "RNTO",
             Command::Size(_) => "SIZE",
             Command::Mdtm(_) => "MDTM",
+            Command::Mfmt(..) => "MFMT",
+            Command::Site(_) => "SITE",
+            Command::Host(_) => "HOST",
+            Command::Clnt => "CLNT",
+            Command::Rein => "REIN",
             Command::Stat(_) => "STAT",
             Command::Help(_) => "HELP",
             Command::Abor => "ABOR",
-            Command::Allo => "ALLO",
+            Command::Allo(_) => "ALLO",
         }
     }
 
@@ -141,6 +178,9 @@ impl Command {
                 | Command::Feat
                 | Command::Opts(_)
                 | Command::Help(_)
+                | Command::Host(_)
+                | Command::Clnt
+                | Command::Rein
         )
     }
 }

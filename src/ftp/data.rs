@@ -14,6 +14,8 @@ use tokio::task::JoinHandle;
 use tracing::{Instrument, info, warn};
 
 use super::command::{EpsvArg, TransferType};
+use super::dataconn::{ActiveTarget, BounceRefusal, DataSetup, check_active_target};
+use super::files::ListingShape;
 use super::listing;
 use super::passive::{PendingDataConnection, canonical};
 use super::reply::Reply;
@@ -96,6 +98,9 @@ pub enum ListingKind {
     Machine,
 }
 
+/// Random names tried by STOU before giving up (collisions are ~impossible).
+const UNIQUE_NAME_ATTEMPTS: usize = 5;
+
 /// What a transfer task moves.
 enum Work {
     Listing(Bytes),
@@ -148,9 +153,50 @@ impl Session {
         }
     }
 
+    /// PORT and EPRT (RFC 959 §4.1.2, RFC 2428 §2): remember where to connect
+    /// for the next transfer, if the bounce rules allow it.
+    pub(super) fn port(&mut self, target: std::net::SocketAddr) -> Reply {
+        if self.epsv_all {
+            return Reply::new(503, "EPSV ALL is in effect; use EPSV.");
+        }
+        let listener = &self.ctx.listener;
+        if !listener.active_mode {
+            return Reply::new(
+                502,
+                "Active mode is disabled on this listener; use PASV or EPSV.",
+            );
+        }
+        match check_active_target(target, self.peer.ip(), listener.active_min_port) {
+            Ok(()) => {}
+            Err(BounceRefusal::ForeignAddress) => {
+                warn!(%target, control_peer = %self.peer, "refused PORT/EPRT to another host (FTP bounce)");
+                return Reply::new(
+                    501,
+                    "PORT/EPRT must name the address of your own control connection.",
+                );
+            }
+            Err(BounceRefusal::LowPort) => {
+                warn!(%target, min = listener.active_min_port, "refused PORT/EPRT to a privileged port");
+                return Reply::new(
+                    504,
+                    format!(
+                        "PORT/EPRT to ports below {} is not allowed.",
+                        listener.active_min_port
+                    ),
+                );
+            }
+        }
+        self.data = Some(DataSetup::Active(ActiveTarget {
+            client: target,
+            local_ip: self.local.ip(),
+            source_port: listener.active_source_port,
+        }));
+        Reply::new(200, "PORT command successful.")
+    }
+
     /// Binds a passive port on the address the client reached us on.
     async fn open_passive(&mut self) -> Result<u16, Reply> {
-        self.passive = None;
+        self.data = None;
         let local_ip = canonical(self.local.ip());
         let listener = self.ctx.passive_ports.bind(local_ip).await.map_err(|e| {
             warn!(error = %e, listener = %self.ctx.listener.name, "no passive port available");
@@ -162,7 +208,7 @@ impl Session {
                 Reply::new(425, "Cannot open a passive port.")
             })?;
         let port = pending.local_addr().port();
-        self.passive = Some(pending);
+        self.data = Some(DataSetup::Passive(pending));
         Ok(port)
     }
 
@@ -195,35 +241,46 @@ impl Session {
     }
 
     pub(super) async fn list(&mut self, arg: Option<Bytes>, kind: ListingKind) -> Outcome {
-        let arg = arg.as_deref().unwrap_or(b".");
-        let (path, remote, entries, is_dir) = match self.entries_of(arg, Phase::Opening).await {
-            Ok(found) => found,
+        let listing = match self
+            .entries_of(arg.as_deref().unwrap_or(b"."), Phase::Opening)
+            .await
+        {
+            Ok(listing) => listing,
             Err(outcome) => return outcome,
         };
-        if !is_dir && kind == ListingKind::Machine {
+        if kind == ListingKind::Machine && listing.shape != ListingShape::Directory {
             // RFC 3659 §7.1: MLSD of something that is not a directory is 501.
             return Reply::new(501, "MLSD needs a directory; use MLST for a file.").into();
         }
         let now = chrono::Utc::now().timestamp();
-        let mut body = Vec::with_capacity(entries.len() * 80);
-        for entry in &entries {
+        let mut body = Vec::with_capacity(listing.entries.len() * 80);
+        for entry in &listing.entries {
             match kind {
                 ListingKind::List => {
                     body.extend_from_slice(&listing::list_line(&entry.name, &entry.metadata, now))
                 }
-                ListingKind::Names => body.extend_from_slice(&listing::name_line(&entry.name)),
+                ListingKind::Names => {
+                    let mut name = listing.client_prefix.clone();
+                    if listing.shape != ListingShape::File {
+                        name.extend_from_slice(&entry.name);
+                    } else {
+                        name.extend_from_slice(listing.path.file_name().unwrap_or_default());
+                    }
+                    body.extend_from_slice(&listing::name_line(&name))
+                }
                 ListingKind::Machine => {
-                    let unique = listing::unique_id(remote.join(&entry.name).as_bytes());
+                    let unique = listing::unique_id(listing.directory.join(&entry.name).as_bytes());
                     body.extend_from_slice(&listing::mlsx_facts(
                         &entry.name,
                         &entry.metadata,
                         unique,
+                        self.mlst_facts,
                     ));
                     body.extend_from_slice(b"\r\n");
                 }
             }
         }
-        let description = format!("listing of {path}");
+        let description = format!("listing of {}", listing.path);
         self.start(
             Work::Listing(Bytes::from(body)),
             Reply::new(150, "Here comes the directory listing."),
@@ -297,6 +354,48 @@ impl Session {
             .await
     }
 
+    /// STOU (RFC 959 §4.1.3, RFC 1123 §4.1.2.9): store under a new unique
+    /// name in the working directory, named in the 150 as "FILE: name".
+    pub(super) async fn stou(&mut self, hint: Option<Bytes>) -> Outcome {
+        let Some(account) = self.account() else {
+            return Reply::new(530, "Please log in with USER and PASS first.").into();
+        };
+        let upstream = account.upstream.clone();
+        let atomic = account.user.upstream.atomic_uploads;
+        // A hint names the file the client would like; keep its last component.
+        let base = hint
+            .as_deref()
+            .and_then(|h| h.rsplit(|&b| b == b'/').next())
+            .filter(|b| !b.is_empty() && !b.contains(&0))
+            .unwrap_or(b"ftpbridge")
+            .to_vec();
+        for _ in 0..UNIQUE_NAME_ATTEMPTS {
+            let mut name = base.clone();
+            name.extend_from_slice(format!(".{:08x}", rand::random::<u32>()).as_bytes());
+            let Ok((path, remote)) = self.resolve(&name) else {
+                break;
+            };
+            match Upload::begin(&upstream, &remote, UploadKind::Unique, atomic).await {
+                Ok(upload) => {
+                    let mut opening = b"FILE: ".to_vec();
+                    opening.extend_from_slice(&name);
+                    let description = format!("unique upload of {path}");
+                    return self
+                        .start_with_note(
+                            Work::Upload(upload),
+                            Reply::new(150, opening),
+                            description,
+                            Some(name),
+                        )
+                        .await;
+                }
+                Err(e) if e.kind() == crate::upstream::ErrorKind::AlreadyExists => continue,
+                Err(e) => return self.upstream_failure(&e, Phase::Opening),
+            }
+        }
+        Reply::new(450, "Could not find a unique file name; try again.").into()
+    }
+
     fn mode_name(&self) -> &'static str {
         match self.transfer_type {
             TransferType::Ascii => "ASCII",
@@ -307,9 +406,20 @@ impl Session {
     /// Sends the 150, then hands the work to a transfer task whose final
     /// reply the session loop sends when it ends.
     async fn start(&mut self, work: Work, opening: Reply, description: String) -> Outcome {
-        let Some(pending) = self.passive.take() else {
+        self.start_with_note(work, opening, description, None).await
+    }
+
+    /// `unique_name`, for STOU, is repeated in the 226.
+    async fn start_with_note(
+        &mut self,
+        work: Work,
+        opening: Reply,
+        description: String,
+        unique_name: Option<Vec<u8>>,
+    ) -> Outcome {
+        let Some(setup) = self.data.take() else {
             drop_work(work);
-            return Reply::new(425, "Use PASV or EPSV first.").into();
+            return Reply::new(425, "Use PORT, EPRT, PASV or EPSV first.").into();
         };
         if self.send(opening).await.is_err() {
             drop_work(work);
@@ -317,12 +427,13 @@ impl Session {
         }
         let control = TransferControl::new(self.ctx.listener.data_idle_timeout);
         let task = run_transfer(
-            pending,
+            setup,
             work,
             self.transfer_type == TransferType::Ascii,
             self.ctx.listener.data_connect_timeout,
             control.clone(),
             description.clone(),
+            unique_name,
         )
         .instrument(self.span.clone());
         self.active = Some(ActiveTransfer {
@@ -343,18 +454,19 @@ fn drop_work(work: Work) {
 }
 
 async fn run_transfer(
-    pending: PendingDataConnection,
+    setup: DataSetup,
     work: Work,
     ascii: bool,
     connect_timeout: Duration,
     control: TransferControl,
     description: String,
+    unique_name: Option<Vec<u8>>,
 ) -> TransferOutcome {
     let started = Instant::now();
     let connection = tokio::select! {
         biased;
         _ = control.cancel.cancelled() => Err(None),
-        result = pending.connection(connect_timeout) => result.map_err(Some),
+        result = setup.connection(connect_timeout) => result.map_err(Some),
     };
     let mut data = match connection {
         Ok(data) => data,
@@ -406,11 +518,15 @@ async fn run_transfer(
     match result {
         Ok(bytes) => {
             info!(direction, %description, bytes, duration_ms = elapsed.as_millis() as u64, result = "ok", "transfer");
-            let text = if direction == "listing" {
-                "Directory send OK.".to_owned()
+            let mut text = if direction == "listing" {
+                b"Directory send OK.".to_vec()
             } else {
-                format!("Transfer complete ({bytes} bytes).")
+                format!("Transfer complete ({bytes} bytes).").into_bytes()
             };
+            if let Some(name) = unique_name {
+                text.extend_from_slice(b" Unique file name: ");
+                text.extend_from_slice(&name);
+            }
             TransferOutcome {
                 reply: Reply::new(226, text),
                 close_session: false,

@@ -3,12 +3,55 @@
 
 use bytes::Bytes;
 
+use super::command::{Site, Timestamp};
+use super::glob;
 use super::listing;
+use super::parse::parse_time_val;
 use super::path::VirtualPath;
 use super::reply::{Reply, quote_path};
 use super::reply_map::Phase;
 use super::session::{Outcome, Session};
-use crate::upstream::{DirEntry, FileKind, Metadata, RemotePath};
+use crate::upstream::{
+    DirEntry, ErrorKind, FileKind, Metadata, RemotePath, SetAttributes, SharedUpstream,
+};
+
+/// "YYYYMMDDHHMMSS path" → (time, path).
+fn mdtm_set_form(arg: &[u8]) -> Option<(Timestamp, &[u8])> {
+    let space = arg.iter().position(|&b| b == b' ')?;
+    let time = parse_time_val(&arg[..space])?;
+    let path = &arg[space + 1..];
+    (!path.is_empty()).then_some((time, path))
+}
+
+/// What was listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ListingShape {
+    Directory,
+    File,
+    Pattern,
+}
+
+/// The result of resolving a listing argument.
+pub(super) struct Listing {
+    /// The directory listed (or the file, for a single entry), as the client sees it.
+    pub path: VirtualPath,
+    /// The upstream directory the entries are in.
+    pub directory: RemotePath,
+    pub entries: Vec<DirEntry>,
+    pub shape: ListingShape,
+    /// What NLST puts before each name so that the result works as a path for
+    /// RETR (RFC 959 §4.1.3, "multiple get"): the directory part of the
+    /// argument exactly as the client wrote it.
+    pub client_prefix: Vec<u8>,
+}
+
+/// `dir/sub/*.txt` → `dir/sub/`; `*.txt` → ``.
+fn client_directory(arg: &[u8]) -> &[u8] {
+    match arg.iter().rposition(|&b| b == b'/') {
+        Some(slash) => &arg[..=slash],
+        None => &[],
+    }
+}
 
 impl Session {
     async fn stat_target(
@@ -131,9 +174,18 @@ impl Session {
         }
     }
 
-    /// MDTM (RFC 3659 §3): modification time as YYYYMMDDHHMMSS, UTC.
+    /// MDTM (RFC 3659 §3): modification time as YYYYMMDDHHMMSS, UTC. The
+    /// set form some clients use ("MDTM YYYYMMDDHHMMSS path") is honoured
+    /// only when no file has the whole argument as its name.
     pub(super) async fn mdtm(&mut self, arg: &[u8]) -> Outcome {
-        match self.stat_target(arg).await {
+        let found = self.stat_target(arg).await;
+        if let Err(Outcome::Reply(reply)) = &found
+            && reply.code() == 550
+            && let Some((time, path)) = mdtm_set_form(arg)
+        {
+            return self.set_modified(time, path).await;
+        }
+        match found {
             Ok((_, _, meta)) if meta.kind == FileKind::File => {
                 match meta.modified.and_then(listing::mdtm_value) {
                     Some(value) => Reply::new(213, value).into(),
@@ -142,6 +194,83 @@ impl Session {
             }
             Ok(_) => Reply::new(550, "Not a plain file.").into(),
             Err(outcome) => outcome,
+        }
+    }
+
+    /// MFMT (draft-somers-ftp-mfxx §3): set the modification time.
+    pub(super) async fn mfmt(&mut self, time: Timestamp, arg: &[u8]) -> Outcome {
+        self.set_modified(time, arg).await
+    }
+
+    async fn set_modified(&mut self, time: Timestamp, arg: &[u8]) -> Outcome {
+        let (path, remote, upstream) = match self.target(arg) {
+            Ok(target) => target,
+            Err(reply) => return reply.into(),
+        };
+        let attrs = SetAttributes {
+            modified: Some(time),
+            ..Default::default()
+        };
+        match upstream.set_attributes(&remote, &attrs).await {
+            Ok(()) => {
+                let value = listing::mdtm_value(time).unwrap_or_default();
+                let mut text = format!("Modify={value}; ").into_bytes();
+                text.extend_from_slice(&path.to_bytes());
+                Reply::new(213, text).into()
+            }
+            Err(e) => self.upstream_failure(&e, Phase::FileAction),
+        }
+    }
+
+    /// SITE CHMOD and SITE HELP; other SITE commands are not implemented.
+    pub(super) async fn site(&mut self, site: Site) -> Outcome {
+        match site {
+            Site::Help => Reply::multiline(
+                214,
+                "The following SITE commands are recognized:",
+                [b" CHMOD".to_vec(), b" HELP".to_vec()],
+                "Help OK.",
+            )
+            .into(),
+            Site::Chmod { mode, path } => {
+                let (_, remote, upstream) = match self.target(&path) {
+                    Ok(target) => target,
+                    Err(reply) => return reply.into(),
+                };
+                let attrs = SetAttributes {
+                    permissions: Some(mode),
+                    ..Default::default()
+                };
+                match upstream.set_attributes(&remote, &attrs).await {
+                    Ok(()) => Reply::new(200, "SITE CHMOD command ok.").into(),
+                    Err(e) => self.upstream_failure(&e, Phase::FileAction),
+                }
+            }
+            Site::Other(name) => Reply::new(502, format!("SITE {name} not implemented.")).into(),
+        }
+    }
+
+    /// ALLO (RFC 959 §4.1.3): nothing to reserve on SFTP, but a client that
+    /// announces its size learns now, not after the upload, that it cannot fit.
+    pub(super) async fn allo(&mut self, size: Option<u64>) -> Outcome {
+        let not_needed = Reply::new(202, "No storage allocation necessary.");
+        let Some(size) = size else {
+            return not_needed.into();
+        };
+        let Some(account) = self.account() else {
+            return Reply::new(530, "Please log in with USER and PASS first.").into();
+        };
+        if !account.upstream.capabilities().free_space {
+            return not_needed.into();
+        }
+        let cwd = account.cwd.to_remote(account.root());
+        match account.upstream.free_space(&cwd).await {
+            Ok(free) if free < size => Reply::new(
+                552,
+                format!("Insufficient storage space: {size} bytes requested, {free} available."),
+            )
+            .into(),
+            _ => not_needed.into(),
         }
     }
 
@@ -157,6 +286,7 @@ impl Session {
             &shown,
             &meta,
             listing::unique_id(remote.as_bytes()),
+            self.mlst_facts,
         ));
         let mut first = b"Listing ".to_vec();
         first.extend_from_slice(&shown);
@@ -164,42 +294,99 @@ impl Session {
     }
 
     /// What a listing of `arg` shows: a directory's entries sorted by name,
-    /// or the single entry of a file (as `ls -l file` does). The bool says
-    /// whether `arg` is a directory.
-    pub(super) async fn entries_of(
-        &self,
-        arg: &[u8],
-        phase: Phase,
-    ) -> Result<(VirtualPath, RemotePath, Vec<DirEntry>, bool), Outcome> {
+    /// the single entry of a file (as `ls -l file` does), or, when nothing
+    /// has that name and its last component is a pattern, the matching
+    /// entries of its directory (`NLST *.txt`).
+    pub(super) async fn entries_of(&self, arg: &[u8], phase: Phase) -> Result<Listing, Outcome> {
         let (path, remote, upstream) = self.target(arg).map_err(Outcome::Reply)?;
-        let meta = upstream
-            .stat(&remote)
-            .await
-            .map_err(|e| self.upstream_failure(&e, phase))?;
+        let meta = match upstream.stat(&remote).await {
+            Ok(meta) => meta,
+            Err(e)
+                if e.kind() == ErrorKind::NotFound
+                    && path.file_name().is_some_and(glob::is_pattern) =>
+            {
+                return self.matching_entries(arg, &path, &upstream, phase).await;
+            }
+            Err(e) => return Err(self.upstream_failure(&e, phase)),
+        };
         if !meta.is_dir() {
             let name = Bytes::copy_from_slice(path.file_name().unwrap_or(b"/"));
             let entry = DirEntry {
                 name,
                 metadata: meta,
             };
-            return Ok((path, remote, vec![entry], false));
+            let directory = path.parent().to_remote(self.root());
+            return Ok(Listing {
+                entries: vec![entry],
+                directory,
+                shape: ListingShape::File,
+                client_prefix: client_directory(arg).to_vec(),
+                path,
+            });
         }
         let mut entries = upstream
             .list(&remote)
             .await
             .map_err(|e| self.upstream_failure(&e, phase))?;
         entries.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok((path, remote, entries, true))
+        let mut client_prefix = arg.strip_suffix(b"/").unwrap_or(arg).to_vec();
+        if !client_prefix.is_empty() && client_prefix != b"." {
+            client_prefix.push(b'/');
+        } else {
+            client_prefix.clear();
+        }
+        Ok(Listing {
+            entries,
+            directory: remote,
+            shape: ListingShape::Directory,
+            client_prefix,
+            path,
+        })
+    }
+
+    async fn matching_entries(
+        &self,
+        arg: &[u8],
+        path: &VirtualPath,
+        upstream: &SharedUpstream,
+        phase: Phase,
+    ) -> Result<Listing, Outcome> {
+        let pattern = path.file_name().unwrap_or_default();
+        let directory = path.parent().to_remote(self.root());
+        let mut entries = upstream
+            .list(&directory)
+            .await
+            .map_err(|e| self.upstream_failure(&e, phase))?;
+        entries.retain(|entry| glob::matches(pattern, &entry.name));
+        if entries.is_empty() {
+            return Err(Reply::new(550, "No files found.").into());
+        }
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Listing {
+            entries,
+            directory,
+            shape: ListingShape::Pattern,
+            client_prefix: client_directory(arg).to_vec(),
+            path: path.parent(),
+        })
+    }
+
+    fn root(&self) -> &RemotePath {
+        static ROOT: std::sync::OnceLock<RemotePath> = std::sync::OnceLock::new();
+        self.account()
+            .map(|account| account.root())
+            .unwrap_or_else(|| ROOT.get_or_init(|| RemotePath::new(b"/".to_vec())))
     }
 
     /// STAT path (RFC 959 §4.1.3): a LIST over the control channel.
     pub(super) async fn stat_path(&mut self, arg: &[u8]) -> Outcome {
-        let (path, _, entries, _) = match self.entries_of(arg, Phase::FileAction).await {
-            Ok(found) => found,
+        let listing = match self.entries_of(arg, Phase::FileAction).await {
+            Ok(listing) => listing,
             Err(outcome) => return outcome,
         };
+        let path = listing.path;
         let now = chrono::Utc::now().timestamp();
-        let lines = entries.iter().map(|entry| {
+        let lines = listing.entries.iter().map(|entry| {
             let mut line = listing::list_line(&entry.name, &entry.metadata, now);
             line.truncate(line.len() - 2);
             line

@@ -86,30 +86,91 @@ fn perm_fact(meta: &Metadata) -> &'static str {
     }
 }
 
+/// The MLSx facts we offer, in FEAT order (RFC 3659 §7.8).
+const FACT_NAMES: [&str; 6] = ["type", "size", "modify", "perm", "unique", "UNIX.mode"];
+
+/// Which facts MLSD/MLST show; `OPTS MLST` changes it per session (RFC 3659 §7.9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Facts([bool; 6]);
+
+impl Default for Facts {
+    fn default() -> Self {
+        Facts([true; 6])
+    }
+}
+
+impl Facts {
+    /// The facts named in `OPTS MLST`, case-insensitively; unknown names are ignored.
+    pub fn select(names: &[String]) -> Facts {
+        let mut selected = [false; 6];
+        for name in names {
+            if let Some(i) = FACT_NAMES.iter().position(|f| f.eq_ignore_ascii_case(name)) {
+                selected[i] = true;
+            }
+        }
+        Facts(selected)
+    }
+
+    fn shows(&self, fact: &str) -> bool {
+        FACT_NAMES
+            .iter()
+            .position(|f| *f == fact)
+            .is_some_and(|i| self.0[i])
+    }
+
+    /// `type;size;`: the selected facts, as the reply to OPTS MLST lists them.
+    pub fn selected_names(&self) -> String {
+        FACT_NAMES
+            .iter()
+            .zip(self.0)
+            .filter(|(_, on)| *on)
+            .map(|(name, _)| format!("{name};"))
+            .collect()
+    }
+
+    /// The FEAT line: every fact offered, `*` after the selected ones.
+    pub fn feat_line(&self) -> String {
+        let facts: String = FACT_NAMES
+            .iter()
+            .zip(self.0)
+            .map(|(name, on)| format!("{name}{};", if on { "*" } else { "" }))
+            .collect();
+        format!("MLST {facts}")
+    }
+}
+
 /// MLSx facts followed by one space and `name` (RFC 3659 §7.2), no line end.
 /// `unique` identifies the file on the upstream (RFC 3659 §7.5.2).
-pub fn mlsx_facts(name: &[u8], meta: &Metadata, unique: u64) -> Vec<u8> {
+pub fn mlsx_facts(name: &[u8], meta: &Metadata, unique: u64, shown: Facts) -> Vec<u8> {
     let kind = match meta.kind {
         FileKind::Directory => "dir",
         FileKind::File => "file",
         FileKind::Symlink => "OS.unix=symlink",
         FileKind::Other => "OS.unix=special",
     };
-    let mut facts = format!("type={kind};");
-    if !meta.is_dir() {
+    let mut facts = String::new();
+    if shown.shows("type") {
+        facts.push_str(&format!("type={kind};"));
+    }
+    if shown.shows("size") && !meta.is_dir() {
         facts.push_str(&format!("size={};", meta.size));
     }
-    if let Some(time) = meta
+    let modified = meta
         .modified
-        .and_then(|t| DateTime::<Utc>::from_timestamp(t, 0))
-    {
+        .and_then(|t| DateTime::<Utc>::from_timestamp(t, 0));
+    if let Some(time) = modified.filter(|_| shown.shows("modify")) {
         facts.push_str(&format!("modify={};", time.format("%Y%m%d%H%M%S")));
     }
-    facts.push_str(&format!("perm={};", perm_fact(meta)));
-    if let Some(mode) = meta.permissions {
+    if shown.shows("perm") {
+        facts.push_str(&format!("perm={};", perm_fact(meta)));
+    }
+    if let Some(mode) = meta.permissions.filter(|_| shown.shows("UNIX.mode")) {
         facts.push_str(&format!("UNIX.mode=0{mode:o};"));
     }
-    facts.push_str(&format!("unique={unique:x}; "));
+    if shown.shows("unique") {
+        facts.push_str(&format!("unique={unique:x};"));
+    }
+    facts.push(' ');
     let mut out = facts.into_bytes();
     out.extend_from_slice(name);
     out
@@ -184,7 +245,7 @@ mod tests {
 
     #[test]
     fn mlsx_facts_for_a_file() {
-        let facts = mlsx_facts(b"a b.txt", &file(42, NOW, 0o644), 0xabc);
+        let facts = mlsx_facts(b"a b.txt", &file(42, NOW, 0o644), 0xabc, Facts::default());
         assert_eq!(
             String::from_utf8(facts).unwrap(),
             "type=file;size=42;modify=20231114221320;perm=adfrw;UNIX.mode=0644;unique=abc; a b.txt"
@@ -193,9 +254,27 @@ mod tests {
 
     #[test]
     fn mlsx_facts_for_a_directory_have_no_size() {
-        let facts = String::from_utf8(mlsx_facts(b"d", &dir(NOW), 1)).unwrap();
+        let facts = String::from_utf8(mlsx_facts(b"d", &dir(NOW), 1, Facts::default())).unwrap();
         assert!(facts.starts_with("type=dir;modify=20231114221320;perm=cdeflmp;"));
         assert!(!facts.contains("size="));
+    }
+
+    #[test]
+    fn opts_mlst_selects_facts_case_insensitively() {
+        let shown = Facts::select(&["SIZE".into(), "type".into(), "bogus".into()]);
+        assert_eq!(shown.selected_names(), "type;size;");
+        let facts = mlsx_facts(b"f", &file(7, NOW, 0o644), 1, shown);
+        assert_eq!(String::from_utf8(facts).unwrap(), "type=file;size=7; f");
+        assert_eq!(
+            shown.feat_line(),
+            "MLST type*;size*;modify;perm;unique;UNIX.mode;"
+        );
+    }
+
+    #[test]
+    fn no_facts_leaves_only_the_name() {
+        let facts = mlsx_facts(b"f", &file(7, NOW, 0o644), 1, Facts::select(&[]));
+        assert_eq!(facts, b" f");
     }
 
     #[test]

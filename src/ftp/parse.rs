@@ -5,9 +5,11 @@
 //! Telnet-EOL otherwise. [...] upper and lower case alphabetic characters are
 //! to be treated identically."
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
 use bytes::Bytes;
 
-use super::command::{Command, EpsvArg, Opts, Password, TransferType};
+use super::command::{Command, EpsvArg, Opts, Password, Site, Timestamp, TransferType};
 
 /// Why a line is not an acceptable command; each maps to one reply code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -63,13 +65,15 @@ pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
             .map(|()| Command::Stru)?,
         b"PASV" => Command::Pasv,
         b"EPSV" => Command::Epsv(parse_epsv(arg)?),
-        b"PORT" | b"EPRT" => Command::Active,
+        b"PORT" => Command::Port(parse_port(arg)?),
+        b"EPRT" => parse_eprt(arg)?,
         b"LIST" => Command::List(list_path(arg)),
         b"NLST" => Command::Nlst(list_path(arg)),
         b"MLSD" => Command::Mlsd(optional(arg)),
         b"MLST" => Command::Mlst(optional(arg)),
         b"RETR" => Command::Retr(path()?),
         b"STOR" => Command::Stor(path()?),
+        b"STOU" => Command::Stou(optional(arg)),
         b"APPE" => Command::Appe(path()?),
         b"REST" => Command::Rest(parse_rest(arg)?),
         b"DELE" => Command::Dele(path()?),
@@ -79,10 +83,15 @@ pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
         b"RNTO" => Command::Rnto(path()?),
         b"SIZE" => Command::Size(path()?),
         b"MDTM" => Command::Mdtm(path()?),
+        b"MFMT" => parse_mfmt(arg)?,
+        b"SITE" => Command::Site(parse_site(arg)?),
+        b"HOST" => Command::Host(required(arg)?),
+        b"CLNT" => Command::Clnt,
+        b"REIN" => Command::Rein,
         b"STAT" => Command::Stat(optional(arg)),
         b"HELP" => Command::Help(optional(arg)),
         b"ABOR" => Command::Abor,
-        b"ALLO" => Command::Allo,
+        b"ALLO" => Command::Allo(parse_allo(arg)?),
         _ => {
             return Err(ParseError::NotImplemented(
                 String::from_utf8_lossy(&verb).into_owned(),
@@ -183,6 +192,130 @@ fn parse_opts(arg: Option<&[u8]>) -> Result<Opts, ParseError> {
         ("UTF8" | "UTF-8", Some("ON") | None) => Ok(Opts::Utf8(true)),
         ("UTF8" | "UTF-8", Some("OFF")) => Ok(Opts::Utf8(false)),
         ("UTF8" | "UTF-8", Some(_)) => Err(ParseError::BadArgument("OPTS UTF8 takes ON or OFF")),
+        // RFC 3659 §7.9: "OPTS MLST" with no facts turns every fact off.
+        ("MLST", facts) => Ok(Opts::Mlst(
+            facts
+                .unwrap_or_default()
+                .split(';')
+                .filter(|f| !f.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        )),
         _ => Ok(Opts::Other(name.to_owned())),
     }
+}
+
+/// RFC 959 §4.1.2: PORT h1,h2,h3,h4,p1,p2 (each a decimal 0-255).
+fn parse_port(arg: Option<&[u8]>) -> Result<SocketAddr, ParseError> {
+    const BAD: ParseError = ParseError::BadArgument("PORT takes h1,h2,h3,h4,p1,p2");
+    let text = std::str::from_utf8(arg.ok_or(BAD)?.trim_ascii()).map_err(|_| BAD)?;
+    let numbers: Vec<u8> = text
+        .split(',')
+        .map(|n| n.trim().parse::<u8>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| BAD)?;
+    let [a, b, c, d, p1, p2] = numbers[..] else {
+        return Err(BAD);
+    };
+    let port = u16::from(p1) << 8 | u16::from(p2);
+    Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::new(a, b, c, d)), port))
+}
+
+/// RFC 2428 §2: EPRT <d><net-prt><d><net-addr><d><tcp-port><d>, where the
+/// delimiter is any printable ASCII character (normally '|').
+fn parse_eprt(arg: Option<&[u8]>) -> Result<Command, ParseError> {
+    const BAD: ParseError = ParseError::BadArgument("EPRT takes |protocol|address|port|");
+    let text = std::str::from_utf8(arg.ok_or(BAD)?.trim_ascii()).map_err(|_| BAD)?;
+    let delimiter = text
+        .chars()
+        .next()
+        .filter(|c| ('!'..='~').contains(c))
+        .ok_or(BAD)?;
+    let fields: Vec<&str> = text.split(delimiter).collect();
+    let ["", protocol, address, port, ""] = fields[..] else {
+        return Err(BAD);
+    };
+    let port: u16 = port.parse().map_err(|_| BAD)?;
+    let ip: IpAddr = match protocol {
+        "1" => IpAddr::V4(address.parse().map_err(|_| BAD)?),
+        "2" => IpAddr::V6(address.parse().map_err(|_| BAD)?),
+        _ => return Ok(Command::EprtUnsupportedProtocol),
+    };
+    Ok(Command::Port(SocketAddr::new(ip, port)))
+}
+
+/// RFC 3659 §2.3 time-val: YYYYMMDDHHMMSS, optionally with fractional
+/// seconds (ignored), always UTC.
+pub fn parse_time_val(text: &[u8]) -> Option<Timestamp> {
+    let digits = text.get(..14)?;
+    let rest = &text[14..];
+    let fraction_ok = rest.is_empty()
+        || (rest[0] == b'.' && rest.len() > 1 && rest[1..].iter().all(u8::is_ascii_digit));
+    if !digits.iter().all(u8::is_ascii_digit) || !fraction_ok {
+        return None;
+    }
+    let digits = std::str::from_utf8(digits).ok()?;
+    chrono::NaiveDateTime::parse_from_str(digits, "%Y%m%d%H%M%S")
+        .ok()
+        .map(|t| t.and_utc().timestamp())
+}
+
+/// MFMT <time-val> <SP> <pathname>.
+fn parse_mfmt(arg: Option<&[u8]>) -> Result<Command, ParseError> {
+    const BAD: ParseError = ParseError::BadArgument("MFMT takes YYYYMMDDHHMMSS and a path");
+    let arg = arg.ok_or(BAD)?;
+    let space = arg.iter().position(|&b| b == b' ').ok_or(BAD)?;
+    let time = parse_time_val(&arg[..space]).ok_or(BAD)?;
+    let path = &arg[space + 1..];
+    if path.is_empty() {
+        return Err(BAD);
+    }
+    Ok(Command::Mfmt(time, Bytes::copy_from_slice(path)))
+}
+
+/// SITE CHMOD <octal mode> <path>, SITE HELP; anything else is reported by name.
+fn parse_site(arg: Option<&[u8]>) -> Result<Site, ParseError> {
+    let arg = arg.ok_or(ParseError::BadArgument("SITE needs a command"))?;
+    let (name, rest) = match arg.iter().position(|&b| b == b' ') {
+        Some(space) => (&arg[..space], Some(&arg[space + 1..])),
+        None => (arg, None),
+    };
+    let name = String::from_utf8_lossy(name).to_ascii_uppercase();
+    match name.as_str() {
+        "HELP" => Ok(Site::Help),
+        "CHMOD" => {
+            const BAD: ParseError =
+                ParseError::BadArgument("SITE CHMOD takes an octal mode and a path");
+            let rest = rest.ok_or(BAD)?;
+            let space = rest.iter().position(|&b| b == b' ').ok_or(BAD)?;
+            let mode = std::str::from_utf8(&rest[..space]).map_err(|_| BAD)?;
+            if mode.is_empty() || mode.len() > 4 {
+                return Err(BAD);
+            }
+            let mode = u32::from_str_radix(mode, 8).map_err(|_| BAD)?;
+            let path = &rest[space + 1..];
+            if path.is_empty() {
+                return Err(BAD);
+            }
+            Ok(Site::Chmod {
+                mode,
+                path: Bytes::copy_from_slice(path),
+            })
+        }
+        _ => Ok(Site::Other(name)),
+    }
+}
+
+/// RFC 959 §4.1.3: ALLO <decimal-integer> [<SP> R <SP> <decimal-integer>].
+fn parse_allo(arg: Option<&[u8]>) -> Result<Option<u64>, ParseError> {
+    let Some(arg) = arg else {
+        return Ok(None);
+    };
+    let text =
+        std::str::from_utf8(arg).map_err(|_| ParseError::BadArgument("ALLO takes a byte count"))?;
+    let count = text.split_whitespace().next().unwrap_or_default();
+    count
+        .parse()
+        .map(Some)
+        .map_err(|_| ParseError::BadArgument("ALLO takes a byte count"))
 }

@@ -2,8 +2,10 @@
 
 use bytes::Bytes;
 
-use super::command::{Command, EpsvArg, Opts, Password, TransferType};
-use super::parse::{ParseError, parse};
+use std::net::SocketAddr;
+
+use super::command::{Command, EpsvArg, Opts, Password, Site, TransferType};
+use super::parse::{ParseError, parse, parse_time_val};
 
 fn path(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
@@ -210,8 +212,8 @@ fn opts_utf8() {
     );
     assert_eq!(parse(b"OPTS UTF-8 ON"), Ok(Command::Opts(Opts::Utf8(true))));
     assert_eq!(
-        parse(b"OPTS MLST size;"),
-        Ok(Command::Opts(Opts::Other("MLST".into())))
+        parse(b"OPTS MODE Z"),
+        Ok(Command::Opts(Opts::Other("MODE".into())))
     );
 }
 
@@ -223,8 +225,8 @@ fn unknown_verbs_are_not_implemented() {
         Err(ParseError::NotImplemented("XYZZ".into()))
     );
     assert_eq!(
-        parse(b"site chmod 644 x"),
-        Err(ParseError::NotImplemented("SITE".into()))
+        parse(b"LPRT 4,4,1,2,3,4,2,4,1"),
+        Err(ParseError::NotImplemented("LPRT".into()))
     );
 }
 
@@ -268,4 +270,165 @@ fn only_session_commands_are_allowed_before_login() {
     assert!(!parse(b"LIST").unwrap().allowed_before_login());
     assert!(!parse(b"RETR x").unwrap().allowed_before_login());
     assert!(!parse(b"PASV").unwrap().allowed_before_login());
+}
+
+fn socket(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+// RFC 959 §4.1.2: PORT h1,h2,h3,h4,p1,p2, the port being p1*256+p2.
+#[test]
+fn port_decodes_host_and_port() {
+    assert_eq!(
+        parse(b"PORT 127,0,0,1,4,1"),
+        Ok(Command::Port(socket("127.0.0.1:1025")))
+    );
+    assert_eq!(
+        parse(b"PORT 10, 0, 0, 2, 255, 255"),
+        Ok(Command::Port(socket("10.0.0.2:65535")))
+    );
+}
+
+#[test]
+fn malformed_port_is_a_bad_argument() {
+    for bad in [
+        &b"PORT"[..],
+        b"PORT 1,2,3,4,5",
+        b"PORT 1,2,3,4,5,6,7",
+        b"PORT 256,0,0,1,4,1",
+        b"PORT a,b,c,d,e,f",
+    ] {
+        assert!(
+            matches!(parse(bad), Err(ParseError::BadArgument(_))),
+            "{bad:?}"
+        );
+    }
+}
+
+// RFC 2428 §2: EPRT |1|addr|port| and |2|addr|port|, any delimiter.
+#[test]
+fn eprt_takes_ipv4_and_ipv6_with_any_delimiter() {
+    assert_eq!(
+        parse(b"EPRT |1|132.235.1.2|6275|"),
+        Ok(Command::Port(socket("132.235.1.2:6275")))
+    );
+    assert_eq!(
+        parse(b"EPRT |2|::1|5282|"),
+        Ok(Command::Port(socket("[::1]:5282")))
+    );
+    assert_eq!(
+        parse(b"EPRT !1!10.0.0.1!2000!"),
+        Ok(Command::Port(socket("10.0.0.1:2000")))
+    );
+}
+
+// RFC 2428 §2: an unknown network protocol gets 522, not 501.
+#[test]
+fn eprt_with_an_unknown_protocol_is_reported_as_such() {
+    assert_eq!(
+        parse(b"EPRT |3|1.2.3.4|5|"),
+        Ok(Command::EprtUnsupportedProtocol)
+    );
+    assert!(matches!(
+        parse(b"EPRT |1|::1|5|"),
+        Err(ParseError::BadArgument(_))
+    ));
+    assert!(matches!(
+        parse(b"EPRT |1|1.2.3.4|5"),
+        Err(ParseError::BadArgument(_))
+    ));
+}
+
+// RFC 3659 §2.3: time-val is YYYYMMDDHHMMSS[.sss], UTC.
+#[test]
+fn time_values_are_utc_with_optional_fraction() {
+    assert_eq!(parse_time_val(b"20231114221320"), Some(1_700_000_000));
+    assert_eq!(parse_time_val(b"20231114221320.123"), Some(1_700_000_000));
+    assert_eq!(parse_time_val(b"20231314221320"), None, "month 13");
+    assert_eq!(parse_time_val(b"2023111422132"), None);
+    assert_eq!(parse_time_val(b"20231114221320."), None);
+}
+
+// draft-somers-ftp-mfxx §3: MFMT <time-val> <SP> <pathname>.
+#[test]
+fn mfmt_takes_a_time_and_a_path_with_spaces() {
+    assert_eq!(
+        parse(b"MFMT 20231114221320 my file.txt"),
+        Ok(Command::Mfmt(1_700_000_000, path("my file.txt")))
+    );
+    assert!(matches!(
+        parse(b"MFMT 2023 x"),
+        Err(ParseError::BadArgument(_))
+    ));
+    assert!(matches!(
+        parse(b"MFMT 20231114221320"),
+        Err(ParseError::BadArgument(_))
+    ));
+}
+
+#[test]
+fn site_chmod_and_help() {
+    assert_eq!(
+        parse(b"site chmod 0640 a file"),
+        Ok(Command::Site(Site::Chmod {
+            mode: 0o640,
+            path: path("a file")
+        }))
+    );
+    assert_eq!(parse(b"SITE HELP"), Ok(Command::Site(Site::Help)));
+    assert_eq!(
+        parse(b"SITE UTIME x"),
+        Ok(Command::Site(Site::Other("UTIME".into())))
+    );
+    assert!(matches!(
+        parse(b"SITE CHMOD 9 x"),
+        Err(ParseError::BadArgument(_))
+    ));
+    assert!(matches!(
+        parse(b"SITE CHMOD 644"),
+        Err(ParseError::BadArgument(_))
+    ));
+}
+
+// RFC 959 §4.1.3: ALLO <decimal-integer> [<SP> R <SP> <decimal-integer>].
+#[test]
+fn allo_takes_an_optional_size_and_record_size() {
+    assert_eq!(parse(b"ALLO"), Ok(Command::Allo(None)));
+    assert_eq!(parse(b"ALLO 1048576"), Ok(Command::Allo(Some(1_048_576))));
+    assert_eq!(parse(b"ALLO 100 R 10"), Ok(Command::Allo(Some(100))));
+    assert!(matches!(
+        parse(b"ALLO lots"),
+        Err(ParseError::BadArgument(_))
+    ));
+}
+
+// RFC 7151 §3: HOST <domain>; RFC 959: STOU, REIN; CLNT as clients send it.
+#[test]
+fn host_stou_clnt_rein() {
+    assert_eq!(
+        parse(b"HOST ftp.example.com"),
+        Ok(Command::Host(path("ftp.example.com")))
+    );
+    assert_eq!(parse(b"STOU"), Ok(Command::Stou(None)));
+    assert_eq!(
+        parse(b"STOU report.csv"),
+        Ok(Command::Stou(Some(path("report.csv"))))
+    );
+    assert_eq!(parse(b"CLNT FileZilla 3.66"), Ok(Command::Clnt));
+    assert_eq!(parse(b"REIN"), Ok(Command::Rein));
+    assert!(parse(b"HOST x").unwrap().allowed_before_login());
+}
+
+// RFC 3659 §7.9: OPTS MLST fact;fact; (no facts at all is allowed).
+#[test]
+fn opts_mlst_lists_facts() {
+    assert_eq!(
+        parse(b"OPTS MLST type;size;modify;"),
+        Ok(Command::Opts(Opts::Mlst(vec![
+            "TYPE".into(),
+            "SIZE".into(),
+            "MODIFY".into()
+        ])))
+    );
+    assert_eq!(parse(b"OPTS MLST"), Ok(Command::Opts(Opts::Mlst(vec![]))));
 }

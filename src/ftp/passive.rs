@@ -16,6 +16,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
+use super::dataconn::DataConnectionError;
+
 /// The passive ports of one FTP listener, shared by its sessions.
 #[derive(Debug)]
 pub struct PassivePorts {
@@ -49,15 +51,6 @@ impl PassivePorts {
             format!("every passive port in {low}-{high} is in use"),
         ))
     }
-}
-
-/// Why no data connection could be used.
-#[derive(Debug, thiserror::Error)]
-pub enum DataConnectionError {
-    #[error("no data connection within {0:?}")]
-    Timeout(Duration),
-    #[error("passive listener failed: {0}")]
-    Listener(io::Error),
 }
 
 /// A passive port waiting for its one data connection.

@@ -20,8 +20,10 @@ use tracing::{Instrument, Span, debug, field, info, info_span};
 use super::codec::{ControlCodec, ControlInput};
 use super::command::{Command, TransferType};
 use super::data::ActiveTransfer;
+use super::dataconn::DataSetup;
+use super::listing::Facts;
 use super::parse::{ParseError, parse};
-use super::passive::{PassivePorts, PendingDataConnection};
+use super::passive::PassivePorts;
 use super::path::VirtualPath;
 use super::reply::Reply;
 use super::reply_map::{Phase, upstream_reply};
@@ -90,7 +92,10 @@ pub(super) struct Session {
     pub restart: Option<u64>,
     /// Set by RNFR, consumed by the next command (RFC 959 §4.1.3).
     pub rename_from: Option<VirtualPath>,
-    pub passive: Option<PendingDataConnection>,
+    /// The data connection the next transfer uses (PASV/EPSV/PORT/EPRT).
+    pub data: Option<DataSetup>,
+    /// MLSD/MLST facts chosen with OPTS MLST.
+    pub mlst_facts: Facts,
     pub active: Option<ActiveTransfer>,
     pub span: Span,
 }
@@ -105,6 +110,13 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: SessionContext, id:
         }
     };
     let _ = stream.set_nodelay(true);
+    // Clients send ABOR (or the Telnet Synch before it) as TCP urgent data;
+    // Python's ftplib sends "ABOR\r\n" itself with MSG_OOB. Without
+    // SO_OOBINLINE the kernel takes the urgent byte out of the stream, the
+    // line never ends, and ABOR is stuck until the transfer is over.
+    if let Err(e) = socket2::SockRef::from(&stream).set_out_of_band_inline(true) {
+        debug!(%peer, error = %e, "cannot set SO_OOBINLINE");
+    }
     let span = info_span!(
         "session",
         id,
@@ -124,7 +136,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: SessionContext, id:
         epsv_all: false,
         restart: None,
         rename_from: None,
-        passive: None,
+        data: None,
+        mlst_facts: Facts::default(),
         active: None,
         span: span.clone(),
     };
@@ -223,7 +236,7 @@ impl Session {
         if let Some(active) = self.active.take() {
             active.cancel_and_wait().await;
         }
-        self.passive = None;
+        self.data = None;
         if let LoginState::LoggedIn(account) = &self.login {
             account.upstream.close().await;
         }
@@ -275,7 +288,7 @@ impl Session {
             Command::Quit => Outcome::Close(Reply::new(221, "Goodbye.")),
             Command::Noop => Reply::new(200, "NOOP ok.").into(),
             Command::Syst => Reply::new(215, "UNIX Type: L8").into(),
-            Command::Feat => feat_reply().into(),
+            Command::Feat => self.feat().into(),
             Command::Opts(opts) => self.opts(opts).into(),
             Command::Help(_) => help_reply().into(),
             Command::Pwd => self.pwd().into(),
@@ -293,11 +306,11 @@ impl Session {
             Command::Stru => Reply::new(200, "Structure set to F.").into(),
             Command::Pasv => self.pasv().await,
             Command::Epsv(arg) => self.epsv(arg).await,
-            Command::Active => Reply::new(
-                502,
-                "Active mode (PORT/EPRT) is not enabled on this listener; use PASV or EPSV.",
-            )
-            .into(),
+            Command::Port(target) => self.port(target).into(),
+            Command::EprtUnsupportedProtocol => {
+                // RFC 2428 §2: 522 lists the protocols we do support.
+                Reply::new(522, "Network protocol not supported, use (1,2).").into()
+            }
             Command::List(path) => self.list(path, super::data::ListingKind::List).await,
             Command::Nlst(path) => self.list(path, super::data::ListingKind::Names).await,
             Command::Mlsd(path) => self.list(path, super::data::ListingKind::Machine).await,
@@ -312,6 +325,7 @@ impl Session {
                 };
                 self.store(&path, kind).await
             }
+            Command::Stou(hint) => self.stou(hint).await,
             Command::Appe(path) => {
                 self.store(&path, crate::upstream::upload::UploadKind::Append)
                     .await
@@ -330,15 +344,20 @@ impl Session {
             Command::Rnfr(path) => self.rnfr(&path).await,
             Command::Rnto(path) => self.rnto(&path, rename_from).await,
             Command::Size(path) => self.size(&path).await,
-            Command::Mdtm(path) => self.mdtm(&path).await,
+            Command::Mdtm(arg) => self.mdtm(&arg).await,
+            Command::Mfmt(time, path) => self.mfmt(time, &path).await,
+            Command::Site(site) => self.site(site).await,
+            Command::Host(host) => self.host(&host),
+            Command::Clnt => Reply::new(200, "Noted.").into(),
+            Command::Rein => self.rein().await,
             Command::Stat(None) => self.status().into(),
             Command::Stat(Some(path)) => self.stat_path(&path).await,
             Command::Abor => {
                 // RFC 959: with no transfer running, the server just answers.
-                self.passive = None;
+                self.data = None;
                 Reply::new(225, "No transfer to abort.").into()
             }
-            Command::Allo => Reply::new(202, "ALLO not needed.").into(),
+            Command::Allo(size) => self.allo(size).await,
         }
     }
 
@@ -427,7 +446,7 @@ impl Session {
         }
     }
 
-    fn opts(&self, opts: super::command::Opts) -> Reply {
+    fn opts(&mut self, opts: super::command::Opts) -> Reply {
         match opts {
             // Names pass through as bytes either way, so both are accepted.
             super::command::Opts::Utf8(on) => Reply::new(
@@ -438,6 +457,13 @@ impl Session {
                     "UTF8 mode disabled."
                 },
             ),
+            super::command::Opts::Mlst(names) => {
+                self.mlst_facts = Facts::select(&names);
+                Reply::new(
+                    200,
+                    format!("MLST OPTS {}", self.mlst_facts.selected_names()),
+                )
+            }
             super::command::Opts::Other(name) => {
                 Reply::new(501, format!("OPTS {name} not understood."))
             }
@@ -462,8 +488,8 @@ impl Session {
             TransferType::Ascii => "ASCII",
             TransferType::Image => "BINARY",
         };
-        let data = if self.passive.is_some() {
-            "Passive data port open"
+        let data = if self.data.is_some() {
+            "Data connection prepared"
         } else {
             "No data connection"
         };
@@ -497,32 +523,70 @@ fn parse_error_reply(e: &ParseError) -> Reply {
     Reply::new(code, text)
 }
 
-/// RFC 2389 §3.2: one feature per line, each indented by one space.
-pub fn feat_reply() -> Reply {
-    let features = [
-        "EPSV",
-        "MDTM",
-        "MLST type*;size*;modify*;perm*;unique*;UNIX.mode*;",
-        "PASV",
-        "REST STREAM",
-        "SIZE",
-        "TVFS",
-        "UTF8",
-    ];
-    Reply::multiline(
-        211,
-        "Features:",
-        features.iter().map(|f| format!(" {f}").into_bytes()),
-        "End",
-    )
+impl Session {
+    /// RFC 2389 §3.2: one feature per line, each indented by one space; only
+    /// what works on this listener, with this session's MLST facts.
+    fn feat(&self) -> Reply {
+        let mut features = vec!["CLNT".to_owned()];
+        if self.ctx.listener.active_mode {
+            features.push("EPRT".to_owned());
+        }
+        features.extend(
+            [
+                "EPSV",
+                "HOST",
+                "MDTM",
+                "MFMT",
+                &self.mlst_facts.feat_line(),
+                "PASV",
+                "REST STREAM",
+                "SIZE",
+                "TVFS",
+                "UTF8",
+            ]
+            .map(str::to_owned),
+        );
+        Reply::multiline(
+            211,
+            "Features:",
+            features.iter().map(|f| format!(" {f}").into_bytes()),
+            "End",
+        )
+    }
+
+    /// HOST (RFC 7151 §3): only before login; every host name is served the
+    /// same way, so any is accepted.
+    fn host(&mut self, host: &[u8]) -> Outcome {
+        match self.login {
+            LoginState::Fresh => {
+                let name = String::from_utf8_lossy(host);
+                Reply::new(220, format!("HOST {name} accepted.")).into()
+            }
+            _ => Reply::new(503, "HOST must come before USER.").into(),
+        }
+    }
+
+    /// REIN (RFC 959 §4.1.1): log out, keep the control connection, and
+    /// return to the state after the greeting.
+    async fn rein(&mut self) -> Outcome {
+        self.data = None;
+        if let LoginState::LoggedIn(account) = std::mem::replace(&mut self.login, LoginState::Fresh)
+        {
+            account.upstream.close().await;
+        }
+        self.transfer_type = TransferType::Ascii;
+        self.epsv_all = false;
+        self.mlst_facts = Facts::default();
+        Reply::new(220, "Service ready for new user.").into()
+    }
 }
 
 fn help_reply() -> Reply {
     let commands = [
-        "ABOR ACCT ALLO APPE CDUP CWD  DELE EPSV FEAT HELP LIST MDTM MKD",
-        "MLSD MLST MODE NLST NOOP OPTS PASS PASV PWD  QUIT REST RETR RMD",
-        "RNFR RNTO SIZE STAT STOR STRU SYST TYPE USER XCUP XCWD XMKD XPWD",
-        "XRMD",
+        "ABOR ACCT ALLO APPE CDUP CLNT CWD  DELE EPRT EPSV FEAT HELP HOST",
+        "LIST MDTM MFMT MKD  MLSD MLST MODE NLST NOOP OPTS PASS PASV PORT",
+        "PWD  QUIT REIN REST RETR RMD  RNFR RNTO SITE SIZE STAT STOR STOU",
+        "STRU SYST TYPE USER XCUP XCWD XMKD XPWD XRMD",
     ];
     Reply::multiline(
         214,

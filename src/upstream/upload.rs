@@ -26,6 +26,8 @@ pub enum UploadKind {
     Append,
     /// REST n + STOR: keep the first n bytes, write from there.
     Resume(u64),
+    /// STOU: a new file; fail rather than replace anything.
+    Unique,
 }
 
 /// How to undo a failed upload.
@@ -46,6 +48,8 @@ pub struct Upload {
     temporary: Option<RemotePath>,
     /// Permissions of the file being replaced, carried over to the new one.
     keep_permissions: Option<u32>,
+    /// Whether the final rename may replace an existing file.
+    replace: bool,
     undo: Option<Undo>,
 }
 
@@ -83,11 +87,16 @@ impl Upload {
             stream: None,
             temporary: None,
             keep_permissions: existing.as_ref().and_then(|m| m.permissions),
+            replace: kind != UploadKind::Unique,
             undo: None,
         };
+        if kind == UploadKind::Unique && existing.is_some() {
+            return Err(UpstreamError::new(ErrorKind::AlreadyExists)
+                .with_detail("the unique name is taken"));
+        }
         let (path, mode, undo) =
             match kind {
-                UploadKind::Replace if atomic => {
+                UploadKind::Replace | UploadKind::Unique if atomic => {
                     let (dir, name) = target.split_last().ok_or_else(|| {
                         UpstreamError::new(ErrorKind::WrongType).with_detail("cannot upload to /")
                     })?;
@@ -100,6 +109,7 @@ impl Upload {
                     )
                 }
                 UploadKind::Replace => (target.clone(), WriteMode::Truncate, Undo::Nothing),
+                UploadKind::Unique => (target.clone(), WriteMode::CreateNew, Undo::RemoveCreated),
                 UploadKind::Append => match &existing {
                     Some(meta) => (target.clone(), WriteMode::Append, Undo::Truncate(meta.size)),
                     None => (target.clone(), WriteMode::Append, Undo::RemoveCreated),
@@ -158,7 +168,11 @@ impl Upload {
                     debug!(error = %e, "could not carry the old file's permissions over");
                 }
             }
-            if let Err(err) = self.upstream.rename(&temporary, &self.target, true).await {
+            if let Err(err) = self
+                .upstream
+                .rename(&temporary, &self.target, self.replace)
+                .await
+            {
                 self.undo().await;
                 return Err(err);
             }
