@@ -10,6 +10,7 @@
 pub mod ascii;
 pub mod codec;
 pub mod command;
+mod control_socket;
 mod data;
 pub mod dataconn;
 mod files;

@@ -19,6 +19,7 @@ use tracing::{Instrument, Span, debug, field, info, info_span};
 
 use super::codec::{ControlCodec, ControlInput};
 use super::command::{Command, TransferType};
+use super::control_socket::ControlSocket;
 use super::data::ActiveTransfer;
 use super::dataconn::DataSetup;
 use super::listing::Facts;
@@ -82,7 +83,7 @@ pub(super) struct Session {
     pub ctx: SessionContext,
     pub peer: SocketAddr,
     pub local: SocketAddr,
-    pub control: Framed<TcpStream, ControlCodec>,
+    pub control: Framed<ControlSocket, ControlCodec>,
     pub login: LoginState,
     pub failed_logins: u32,
     pub transfer_type: TransferType,
@@ -110,13 +111,13 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: SessionContext, id:
         }
     };
     let _ = stream.set_nodelay(true);
-    // Clients send ABOR (or the Telnet Synch before it) as TCP urgent data;
-    // Python's ftplib sends "ABOR\r\n" itself with MSG_OOB. Without
-    // SO_OOBINLINE the kernel takes the urgent byte out of the stream, the
-    // line never ends, and ABOR is stuck until the transfer is over.
-    if let Err(e) = socket2::SockRef::from(&stream).set_out_of_band_inline(true) {
-        debug!(%peer, error = %e, "cannot set SO_OOBINLINE");
-    }
+    let stream = match ControlSocket::new(stream) {
+        Ok(stream) => stream,
+        Err(e) => {
+            debug!(%peer, error = %e, "cannot set up the control socket");
+            return;
+        }
+    };
     let span = info_span!(
         "session",
         id,

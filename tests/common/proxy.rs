@@ -36,9 +36,12 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Starts the proxy from TOML whose first listener is replaced by one on
-    /// 127.0.0.1:0.
     pub async fn start(toml: &str) -> Proxy {
+        Proxy::start_on(toml, "127.0.0.1:0").await
+    }
+
+    /// Like [`Proxy::start`], listening on `bind` (e.g. "[::1]:0").
+    pub async fn start_on(toml: &str, bind: &str) -> Proxy {
         let config = Arc::new(
             config::from_toml(toml, std::iter::empty())
                 .unwrap_or_else(|e| panic!("test config: {e}\n{toml}")),
@@ -48,9 +51,9 @@ impl Proxy {
             .first()
             .cloned()
             .expect("a [[listeners]] entry");
-        let socket = TcpListener::bind("127.0.0.1:0")
+        let socket = TcpListener::bind(bind)
             .await
-            .expect("bind 127.0.0.1:0");
+            .unwrap_or_else(|e| panic!("bind {bind}: {e}"));
         let addr = socket.local_addr().expect("local address");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server::run(
@@ -208,8 +211,14 @@ impl Fixture {
     }
 
     pub async fn start_with(listener_extra: &str, upstream_extra: &str) -> Fixture {
+        Fixture::start_on("127.0.0.1:0", listener_extra, upstream_extra).await
+    }
+
+    /// The fixture with the proxy listening on `bind`.
+    pub async fn start_on(bind: &str, listener_extra: &str, upstream_extra: &str) -> Fixture {
         let sshd = Sshd::start();
-        let proxy = Proxy::start(&alice_config(&sshd, listener_extra, upstream_extra)).await;
+        let proxy =
+            Proxy::start_on(&alice_config(&sshd, listener_extra, upstream_extra), bind).await;
         Fixture { proxy, sshd }
     }
 

@@ -48,6 +48,22 @@ impl RawFtp {
         self.writer.write_all(bytes).await.expect("send bytes");
     }
 
+    /// RFC 959 §4.1.3's abort procedure: Telnet IP, then Synch (IAC with DM
+    /// sent as TCP urgent data), then the command itself.
+    pub async fn send_with_synch(&mut self, line: &[u8]) {
+        self.send_raw(b"\xff\xf4\xff").await;
+        let sent = socket2::SockRef::from(self.writer.as_ref())
+            .send_out_of_band(b"\xf2")
+            .expect("send urgent data");
+        assert_eq!(sent, 1);
+        self.send(line).await;
+    }
+
+    /// The local address of the control connection (what PORT must name).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.writer.local_addr().expect("local address")
+    }
+
     /// Reads one complete reply (RFC 959 §4.2 multi-line form included).
     pub async fn reply(&mut self) -> RawReply {
         tokio::time::timeout(TEST_TIMEOUT, self.read_reply())
