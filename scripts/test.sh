@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-PACKAGES=(openssh-server openssh-client curl lftp python3 ca-certificates)
+PACKAGES=(openssh-server openssh-client curl lftp ncftp python3 ca-certificates)
 TEST_USER=ftpbridge-test          # same as tests/common/sshd.rs
 TEST_PASSWORD=ftpbridge-test-pw
 

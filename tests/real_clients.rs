@@ -282,3 +282,213 @@ async fn python_ftplib_works_end_to_end() {
     );
     assert!(!fx.alice_dir().join("made").exists());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn curl_in_active_mode_with_port_and_eprt() {
+    let fx = Fixture::start().await;
+    let local = tempfile::tempdir().unwrap();
+    let content = random_bytes(1_500_000, 12);
+    let source = local.path().join("source.bin");
+    std::fs::write(&source, &content).unwrap();
+    let url = |path: &str| fx.proxy.url("alice", PASSWORD, path);
+
+    // -P makes curl listen and send EPRT; --disable-eprt makes it send PORT.
+    run_ok(
+        "curl",
+        &[
+            "-sS",
+            "-P",
+            "127.0.0.1",
+            "--disable-eprt",
+            "-T",
+            path_str(&source),
+            &url("port.bin"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        sha256_file(&fx.alice_dir().join("port.bin")),
+        sha256(&content)
+    );
+    let copy = local.path().join("copy.bin");
+    run_ok(
+        "curl",
+        &[
+            "-sS",
+            "-P",
+            "127.0.0.1",
+            "-o",
+            path_str(&copy),
+            &url("port.bin"),
+        ],
+    )
+    .await;
+    assert_eq!(sha256_file(&copy), sha256(&content));
+    let names = String::from_utf8(
+        run_ok("curl", &["-sS", "-P", "127.0.0.1", "--list-only", &url("")]).await,
+    )
+    .unwrap();
+    assert_eq!(names.trim(), "port.bin");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn curl_over_ipv6_uses_epsv() {
+    let fx = Fixture::start_on("[::1]:0", "", "").await;
+    std::fs::write(fx.alice_dir().join("six.txt"), b"IPv6 all the way").unwrap();
+    let url = format!(
+        "ftp://alice:{}@[::1]:{}/six.txt",
+        PASSWORD.replace(' ', "%20"),
+        fx.proxy.addr.port()
+    );
+    assert_eq!(
+        run_ok("curl", &["-sS", "-g", &url]).await,
+        b"IPv6 all the way"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ncftp_puts_and_gets_files() {
+    let fx = Fixture::start().await;
+    let local = tempfile::tempdir().unwrap();
+    let content = random_bytes(800_000, 13);
+    let source = local.path().join("nc.bin");
+    std::fs::write(&source, &content).unwrap();
+    let port = fx.proxy.addr.port().to_string();
+    std::fs::create_dir(fx.alice_dir().join("drop")).unwrap();
+    run_ok(
+        "ncftpput",
+        &[
+            "-u",
+            "alice",
+            "-p",
+            PASSWORD,
+            "-P",
+            &port,
+            "-V",
+            "-t",
+            "30",
+            "127.0.0.1",
+            "/drop",
+            path_str(&source),
+        ],
+    )
+    .await;
+    assert_eq!(
+        sha256_file(&fx.alice_dir().join("drop/nc.bin")),
+        sha256(&content)
+    );
+    let back = local.path().join("back");
+    std::fs::create_dir(&back).unwrap();
+    run_ok(
+        "ncftpget",
+        &[
+            "-u",
+            "alice",
+            "-p",
+            PASSWORD,
+            "-P",
+            &port,
+            "-V",
+            "-t",
+            "30",
+            "127.0.0.1",
+            path_str(&back),
+            "/drop/nc.bin",
+        ],
+    )
+    .await;
+    assert_eq!(sha256_file(&back.join("nc.bin")), sha256(&content));
+}
+
+const FTPLIB_ABOR_STOU_SCRIPT: &str = r#"
+import ftplib, socket, sys
+host, port, user, password = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+ftp = ftplib.FTP()
+ftp.connect(host, port, timeout=30)
+ftp.login(user, password)
+ftp.voidcmd("TYPE I")
+
+# ABOR mid-RETR: ftplib sends "ABOR\r\n" as TCP urgent data (MSG_OOB).
+conn = ftp.transfercmd("RETR big.bin")
+conn.recv(65536)
+resp = ftp.abort()
+assert resp.startswith("426"), resp
+conn.close()
+assert ftp.voidresp().startswith("226")
+assert ftp.size("big.bin") == 32 * 1024 * 1024
+
+# STOU: the 150 reply names the file (RFC 1123 4.1.2.9).
+host_, port_ = ftp.makepasv()
+data = socket.create_connection((host_, port_), timeout=30)
+resp = ftp.sendcmd("STOU")
+assert resp.startswith("150 FILE: "), resp
+name = resp[len("150 FILE: "):]
+data.sendall(b"unique bytes")
+data.close()
+done = ftp.voidresp()
+assert name in done, done
+assert ftp.size(name) == len(b"unique bytes")
+print(name)
+ftp.quit()
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_ftplib_aborts_a_download_and_uses_stou() {
+    let fx = Fixture::start().await;
+    std::fs::write(fx.alice_dir().join("big.bin"), random_bytes(32 << 20, 14)).unwrap();
+    let port = fx.proxy.addr.port().to_string();
+    let stdout = run_ok(
+        "python3",
+        &[
+            "-c",
+            FTPLIB_ABOR_STOU_SCRIPT,
+            "127.0.0.1",
+            &port,
+            "alice",
+            PASSWORD,
+        ],
+    )
+    .await;
+    let name = String::from_utf8(stdout).unwrap();
+    assert_eq!(
+        std::fs::read(fx.alice_dir().join(name.trim())).unwrap(),
+        b"unique bytes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn twenty_concurrent_sessions_move_distinct_files_byte_exact() {
+    let fx = Fixture::start().await;
+    let addr = fx.proxy.addr;
+    let mut tasks = Vec::new();
+    for i in 0..20u64 {
+        tasks.push(tokio::spawn(async move {
+            let content = random_bytes(1_000_000 + i as usize * 4099, 100 + i);
+            let name = format!("concurrent-{i}.bin");
+            let mut ftp = common::proxy::connect_and_login(addr, "alice", PASSWORD).await;
+            ftp.put_file(&name, &mut std::io::Cursor::new(content.clone()))
+                .await
+                .unwrap();
+            let mut stream = ftp.retr_as_stream(&name).await.unwrap();
+            let mut back = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut back)
+                .await
+                .unwrap();
+            stream.finish().await.unwrap();
+            ftp.quit().await.unwrap();
+            assert_eq!(sha256(&back), sha256(&content), "{name} downloaded");
+            (name, sha256(&content))
+        }));
+    }
+    for task in tasks {
+        let (name, digest) = tokio::time::timeout(TEST_TIMEOUT, task)
+            .await
+            .expect("in time")
+            .expect("task");
+        assert_eq!(
+            sha256_file(&fx.alice_dir().join(&name)),
+            digest,
+            "{name} on the SFTP server"
+        );
+    }
+}

@@ -98,8 +98,16 @@ async fn protocol_errors_get_the_rfc_959_codes_and_the_session_survives() {
         550,
         "missing file before any data connection"
     );
-    assert_eq!(raw.cmd("PORT 10,9,8,7,4,1").await.code, 501, "bounce to another host");
-    assert_eq!(raw.cmd("PORT 127,0,0,1,0,25").await.code, 504, "privileged port");
+    assert_eq!(
+        raw.cmd("PORT 10,9,8,7,4,1").await.code,
+        501,
+        "bounce to another host"
+    );
+    assert_eq!(
+        raw.cmd("PORT 127,0,0,1,0,25").await.code,
+        504,
+        "privileged port"
+    );
     assert_eq!(raw.cmd("EPRT |3|x|1|").await.code, 522);
     // A 10 KiB line is refused and dropped; the next command works.
     let mut long = b"NOOP ".to_vec();
