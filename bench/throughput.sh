@@ -59,11 +59,22 @@ wait_port "$sshd_port"
 fingerprint=$(ssh-keygen -lf "$work/host_key.pub" | awk '{print $2}')
 
 ftp_port=$(free_port)
+ftps_port=$(free_port)
 hash=$(printf 'bench\n' | target/release/ftpbridge hash-password)
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+    -subj /CN=localhost -keyout "$work/tls.key" -out "$work/tls.pem" 2>/dev/null
 cat >"$work/proxy.toml" <<EOF
 [[listeners]]
 name = "bench"
 bind = "127.0.0.1:$ftp_port"
+
+[[listeners]]
+name = "bench-ftps"
+bind = "127.0.0.1:$ftps_port"
+tls = "explicit"
+tls_cert = "$work/tls.pem"
+tls_key = "$work/tls.key"
+require_tls = "all"
 
 [[upstreams]]
 name = "sftp"
@@ -108,6 +119,8 @@ timed() { # prints seconds
 }
 
 ftp_url="ftp://bench:bench@127.0.0.1:$ftp_port"
+ftps=(--ssl-reqd --cacert "$work/tls.pem" --resolve "localhost:$ftps_port:127.0.0.1")
+ftps_url="ftp://bench:bench@localhost:$ftps_port"
 declare -A results peak_rss
 run_case() { # name, command...
     local name=$1
@@ -142,6 +155,10 @@ for round in $(seq "$ROUNDS"); do
     run_case "sftp put (aes128-gcm)" sftp_cmd aes128-gcm@openssh.com "put $work/local/source.bin $work/data/upload.bin"
     run_case "ftpbridge STOR" curl -sS -T "$work/local/source.bin" "$ftp_url/upload.bin"
     check_same "$work/data/upload.bin" "$work/local/source.bin"
+    run_case "ftpbridge RETR (FTPS)" curl -sS "${ftps[@]}" -o "$work/local/out.bin" "$ftps_url/source.bin"
+    check_same "$work/local/out.bin" "$work/local/source.bin"
+    run_case "ftpbridge STOR (FTPS)" curl -sS "${ftps[@]}" -T "$work/local/source.bin" "$ftps_url/upload.bin"
+    check_same "$work/data/upload.bin" "$work/local/source.bin"
 done
 
 summarise() { # name -> "median min max MB/s"
@@ -153,8 +170,8 @@ median() { summarise "$1" | awk '{print $1}'; }
 echo
 echo "$SIZE_MIB MiB over loopback, tmpfs, $ROUNDS rounds (MB/s: median, min, max)"
 printf '%-32s %8s %8s %8s\n' "path" "median" "min" "max"
-for name in "sftp get (chacha20-poly1305)" "sftp get (aes128-gcm)" "ftpbridge RETR" \
-    "sftp put (chacha20-poly1305)" "sftp put (aes128-gcm)" "ftpbridge STOR"; do
+for name in "sftp get (chacha20-poly1305)" "sftp get (aes128-gcm)" "ftpbridge RETR" "ftpbridge RETR (FTPS)" \
+    "sftp put (chacha20-poly1305)" "sftp put (aes128-gcm)" "ftpbridge STOR" "ftpbridge STOR (FTPS)"; do
     printf '%-32s %s\n' "$name" "$(summarise "$name")"
 done
 echo
@@ -165,4 +182,5 @@ echo "ratio STOR vs sftp put with OpenSSH's default cipher (chacha20): $(ratio "
 echo "ratio STOR vs sftp put with the cipher ftpbridge negotiates (aes128-gcm): $(ratio "ftpbridge STOR" "sftp put (aes128-gcm)")"
 echo "ftpbridge RSS before the first transfer: $((idle_rss / 1024)) MiB;" \
     "peak during RETR: $((peak_rss["ftpbridge RETR"] / 1024)) MiB, during STOR: $((peak_rss["ftpbridge STOR"] / 1024)) MiB"
+echo "FTPS vs plain FTP through ftpbridge: RETR $(ratio "ftpbridge RETR (FTPS)" "ftpbridge RETR"), STOR $(ratio "ftpbridge STOR (FTPS)" "ftpbridge STOR")"
 grep -o 'cipher="\?[a-z0-9@.-]*' "$work/proxy.log" | sort -u | sed 's/^/ftpbridge negotiated /' || true

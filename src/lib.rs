@@ -12,6 +12,7 @@ pub mod ftp;
 pub mod obs;
 pub mod secret;
 pub mod server;
+pub mod tls;
 pub mod upstream;
 
 pub use server::{BoundListener, bind_all, run};

@@ -49,6 +49,9 @@ enum Command {
         /// Directory the embedded SFTP server serves (default: a new temporary one).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Also offer explicit FTPS (AUTH TLS) with a generated self-signed certificate.
+        #[arg(long)]
+        tls: bool,
     },
 }
 
@@ -61,9 +64,9 @@ fn main() -> ExitCode {
             init_logging(cli.log_format);
             with_runtime(run(config))
         }
-        Command::Demo { listen, dir } => {
+        Command::Demo { listen, dir, tls } => {
             init_logging(cli.log_format);
-            with_runtime(demo(listen, dir))
+            with_runtime(demo(listen, dir, tls))
         }
     }
 }
@@ -151,12 +154,17 @@ async fn run(path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    ftpbridge::run(config, listeners, shutdown_signal()).await;
-    ExitCode::SUCCESS
+    match ftpbridge::run(config, listeners, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
-async fn demo(listen: SocketAddr, dir: Option<PathBuf>) -> ExitCode {
-    let demo = match Demo::start(listen, dir).await {
+async fn demo(listen: SocketAddr, dir: Option<PathBuf>, tls: bool) -> ExitCode {
+    let demo = match Demo::start(listen, dir, tls).await {
         Ok(demo) => demo,
         Err(e) => {
             error!("{e}");
@@ -178,9 +186,20 @@ async fn demo(listen: SocketAddr, dir: Option<PathBuf>) -> ExitCode {
     println!("Try:  curl {url}");
     println!("      curl {url}welcome.txt");
     println!("      curl -T somefile {url}");
+    if let Some(certificate) = &demo.certificate {
+        println!(
+            "FTPS: curl --ssl-reqd --cacert {} {url}",
+            certificate.display()
+        );
+    }
     println!("Stop with Ctrl-C.");
-    demo.run(shutdown_signal()).await;
-    ExitCode::SUCCESS
+    match demo.run(shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Ctrl-C or SIGTERM (what `docker stop` and Kubernetes send).

@@ -22,6 +22,7 @@ use crate::auth::PasswordChecker;
 use crate::config::{ListenerConfig, RuntimeConfig};
 use crate::ftp::passive::PassivePorts;
 use crate::ftp::{SessionContext, serve};
+use crate::tls::CertStore;
 
 /// How long to wait after an accept error (e.g. out of file descriptors)
 /// before trying again, so the loop does not spin.
@@ -43,6 +44,8 @@ impl BoundListener {
 pub enum ServerError {
     #[error("the configuration has no [[listeners]]")]
     NoListeners,
+    #[error("listener {listener}: {message}")]
+    Tls { listener: String, message: String },
     #[error("listeners[{index}].bind: cannot listen on {addr}: {source}")]
     Bind {
         index: usize,
@@ -79,7 +82,28 @@ pub async fn run(
     config: Arc<RuntimeConfig>,
     listeners: Vec<BoundListener>,
     shutdown: impl Future<Output = ()>,
-) {
+) -> Result<(), ServerError> {
+    crate::tls::install_default_provider();
+    let mut cert_stores = Vec::new();
+    let mut listener_tls = Vec::with_capacity(listeners.len());
+    for listener in &listeners {
+        let tls = match &listener.config.tls {
+            None => None,
+            Some(tls) => {
+                let error = |message: String| ServerError::Tls {
+                    listener: listener.config.name.clone(),
+                    message,
+                };
+                let store = CertStore::load(&tls.cert, &tls.key).map_err(error)?;
+                cert_stores.push(store.clone());
+                Some(crate::tls::base_server_config(store).map_err(error)?)
+            }
+        };
+        listener_tls.push(tls);
+    }
+    // Certificates rotate on SIGHUP and when their files change.
+    let _reloader = (!cert_stores.is_empty()).then(|| crate::tls::reload::spawn(cert_stores));
+
     let stop_accepting = CancellationToken::new();
     let stop_everything = CancellationToken::new();
     let sessions = TaskTracker::new();
@@ -88,7 +112,7 @@ pub async fn run(
     let next_id = Arc::new(AtomicU64::new(1));
 
     let mut acceptors = Vec::with_capacity(listeners.len());
-    for listener in listeners {
+    for (listener, tls) in listeners.into_iter().zip(listener_tls) {
         match listener.local_addr() {
             Ok(addr) => info!(listener = %listener.config.name, %addr, "listening"),
             Err(e) => {
@@ -101,6 +125,7 @@ pub async fn run(
             listener: listener.config.clone(),
             passwords: passwords.clone(),
             shutdown: stop_accepting.clone(),
+            tls,
         };
         let acceptor = Acceptor {
             socket: listener.socket,
@@ -131,6 +156,7 @@ pub async fn run(
         let _ = tokio::time::timeout(Duration::from_secs(5), sessions.wait()).await;
     }
     info!("shutdown complete");
+    Ok(())
 }
 
 struct Acceptor {

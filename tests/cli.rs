@@ -344,3 +344,50 @@ fn the_docker_compose_environment_with_proxy_toml_passes_check() {
             .contains("passive_ports = \"50000-50100\"")
     );
 }
+
+#[test]
+fn demo_with_tls_serves_ftps_with_its_generated_certificate() {
+    let addr = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["demo", "--tls", "--listen", &addr.to_string(), "--dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let running = Running(child);
+    // The demo prints the curl line with the certificate to trust.
+    let certificate = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            line.strip_prefix("FTPS: curl --ssl-reqd --cacert ")
+                .and_then(|rest| rest.split_whitespace().next())
+                .map(str::to_owned)
+        })
+        .expect("the demo prints an FTPS example");
+    wait_for_port(addr);
+    let url = format!("ftp://demo:demo@{addr}/secret.txt");
+    let local = tempfile::tempdir().unwrap();
+    let upload = local.path().join("secret.txt");
+    std::fs::write(&upload, b"sent over TLS").unwrap();
+    curl(&[
+        "--ssl-reqd",
+        "--cacert",
+        &certificate,
+        "-T",
+        upload.to_str().unwrap(),
+        &url,
+    ]);
+    assert_eq!(
+        std::fs::read(dir.path().join("secret.txt")).unwrap(),
+        b"sent over TLS"
+    );
+    assert_eq!(
+        curl(&["--ssl-reqd", "--cacert", &certificate, &url]),
+        b"sent over TLS"
+    );
+    assert!(running.terminate().success());
+}

@@ -12,13 +12,14 @@ mod validate;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::secret::Secret;
 use crate::upstream::RemotePath;
 use crate::upstream::sftp::{SftpCredentials, SftpSettings};
+use crate::upstream::webdav::{DavCredentials, WebDavSettings};
 
 /// Prefix of environment overrides: `FTPBRIDGE__SERVER__MAX_SESSIONS=10`,
 /// `FTPBRIDGE__LISTENERS__0__BIND=0.0.0.0:21` (numbers index arrays).
@@ -65,11 +66,14 @@ pub mod defaults {
     pub const MAX_LOGIN_ATTEMPTS: u32 = 3;
     pub const BANNER: &str = "ftpbridge ready";
     pub const ACTIVE_MIN_PORT: u16 = 1024;
+    pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
     pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
     pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
     pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
     pub const REQUESTS_IN_FLIGHT: usize = 16;
     pub const SFTP_PORT: u16 = 22;
+    /// Unused pooled WebDAV connections are closed after this (hyper's default).
+    pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 }
 
 #[derive(Debug, Clone)]
@@ -119,18 +123,76 @@ pub struct ListenerConfig {
     /// Local port active data connections come from, for firewalls that
     /// expect RFC 959's "L-1" (port 20 next to 21); `None`: any port.
     pub active_source_port: Option<u16>,
+    /// FTPS on this listener; `None` for plain FTP.
+    pub tls: Option<ListenerTls>,
+    /// What must be encrypted (users may override it).
+    pub require_tls: TlsRequirement,
 }
 
-/// How the bridge authenticates to an upstream.
+/// How a listener offers TLS (RFC 4217).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plain until `AUTH TLS`.
+    Explicit,
+    /// TLS from the first byte (conventionally port 990).
+    Implicit,
+}
+
+/// `require_tls`: what a session must encrypt before it may log in or transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsRequirement {
+    Off,
+    /// The control connection (so passwords never travel in clear).
+    Control,
+    /// The control connection and every data connection (PROT P).
+    All,
+}
+
+/// `data_tls_resumption`: whether a protected data connection must resume the
+/// control connection's TLS session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResumptionPolicy {
+    /// Refuse data connections that did not resume (522).
+    Required,
+    /// Accept them, and log that they did not.
+    Preferred,
+    Off,
+}
+
+/// `data_close_notify`: how to judge a protected upload that ends without a
+/// TLS close_notify (a plain TCP close, which an attacker could forge to
+/// truncate the file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseNotifyPolicy {
+    /// Such an upload fails (426) and nothing is stored.
+    Required,
+    /// It is stored, with a warning in the log (many clients never send one).
+    Optional,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    pub mode: TlsMode,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub handshake_timeout: Duration,
+    pub data_resumption: ResumptionPolicy,
+    pub data_close_notify: CloseNotifyPolicy,
+    /// CCC (clear the control channel after login) is refused unless set.
+    pub allow_ccc: bool,
+}
+
+/// How the bridge authenticates to an upstream; `C` is the backend's
+/// credential type.
 #[derive(Clone)]
-pub enum UpstreamAuth {
+pub enum UpstreamAuth<C> {
     /// The FTP user name and password are presented to the upstream.
     Passthrough,
     /// Fixed service credentials.
-    Service(SftpCredentials),
+    Service(C),
 }
 
-impl std::fmt::Debug for UpstreamAuth {
+impl<C: std::fmt::Debug> std::fmt::Debug for UpstreamAuth<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             UpstreamAuth::Passthrough => f.write_str("Passthrough"),
@@ -139,27 +201,69 @@ impl std::fmt::Debug for UpstreamAuth {
     }
 }
 
+impl<C: Clone> UpstreamAuth<C> {
+    pub fn is_passthrough(&self) -> bool {
+        matches!(self, UpstreamAuth::Passthrough)
+    }
+
+    /// The credentials for one login: the service credentials, or the FTP
+    /// login turned into the backend's password credentials by `password`.
+    pub fn credentials(
+        &self,
+        ftp_user: &str,
+        ftp_password: &[u8],
+        password: impl FnOnce(String, Secret) -> C,
+    ) -> C {
+        match self {
+            UpstreamAuth::Service(credentials) => credentials.clone(),
+            UpstreamAuth::Passthrough => password(
+                ftp_user.to_owned(),
+                Secret::new(String::from_utf8_lossy(ftp_password).into_owned()),
+            ),
+        }
+    }
+}
+
+/// The kind of storage server, its settings and how the bridge logs in.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Sftp {
+        settings: SftpSettings,
+        auth: UpstreamAuth<SftpCredentials>,
+    },
+    WebDav {
+        // Boxed: the HTTP client is several times the size of the SFTP settings.
+        settings: Box<WebDavSettings>,
+        auth: UpstreamAuth<DavCredentials>,
+    },
+}
+
+impl Backend {
+    /// `"sftp"` or `"webdav"`, as in the configuration.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Backend::Sftp { .. } => "sftp",
+            Backend::WebDav { .. } => "webdav",
+        }
+    }
+
+    /// Whether the FTP credentials are checked by the upstream (users then
+    /// need no local password hash).
+    pub fn is_passthrough(&self) -> bool {
+        match self {
+            Backend::Sftp { auth, .. } => auth.is_passthrough(),
+            Backend::WebDav { auth, .. } => auth.is_passthrough(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
     pub name: String,
-    pub sftp: SftpSettings,
-    pub auth: UpstreamAuth,
+    pub backend: Backend,
     pub root: RemotePath,
     /// Upload to a temporary name and rename on success.
     pub atomic_uploads: bool,
-}
-
-impl UpstreamConfig {
-    /// The credentials for one login.
-    pub fn credentials(&self, ftp_user: &str, ftp_password: &[u8]) -> SftpCredentials {
-        match &self.auth {
-            UpstreamAuth::Service(credentials) => credentials.clone(),
-            UpstreamAuth::Passthrough => SftpCredentials::Password {
-                username: ftp_user.to_owned(),
-                password: Secret::new(String::from_utf8_lossy(ftp_password).into_owned()),
-            },
-        }
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -170,6 +274,8 @@ pub struct UserConfig {
     pub upstream: Arc<UpstreamConfig>,
     /// The user's root on the upstream (upstream root + user root).
     pub root: RemotePath,
+    /// Overrides the listener's `require_tls` for this user.
+    pub require_tls: Option<TlsRequirement>,
 }
 
 impl RuntimeConfig {

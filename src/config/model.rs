@@ -46,6 +46,14 @@ pub struct RawListener {
     pub active_mode: Option<bool>,
     pub active_min_port: Option<u16>,
     pub active_source_port: Option<u16>,
+    pub tls: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_handshake_timeout: Option<String>,
+    pub require_tls: Option<String>,
+    pub data_tls_resumption: Option<String>,
+    pub data_close_notify: Option<String>,
+    pub allow_ccc: Option<bool>,
 }
 
 /// `host_key = "SHA256:…"` or `host_key = ["SHA256:…", "SHA256:…"]`.
@@ -70,7 +78,10 @@ impl OneOrMany {
 pub struct RawUpstream {
     pub name: String,
     pub kind: String,
-    pub address: String,
+    /// SFTP: `host:port`.
+    pub address: Option<String>,
+    /// WebDAV: the base URL, `{user}` replaced by the FTP login name.
+    pub url: Option<String>,
     pub host_key: Option<OneOrMany>,
     pub known_hosts: Option<PathBuf>,
     pub auth: String,
@@ -78,10 +89,18 @@ pub struct RawUpstream {
     pub password: Option<Secret>,
     pub key: Option<PathBuf>,
     pub key_passphrase: Option<Secret>,
+    /// WebDAV `auth = "bearer"`.
+    pub token: Option<Secret>,
+    /// WebDAV TLS: CAs to trust instead of the system's, and a client
+    /// certificate with its key for mutual TLS.
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
     pub root: Option<String>,
     pub connect_timeout: Option<String>,
     pub request_timeout: Option<String>,
     pub keepalive_interval: Option<String>,
+    pub pool_idle_timeout: Option<String>,
     pub requests_in_flight: Option<usize>,
     pub atomic_uploads: Option<bool>,
     pub fsync_uploads: Option<bool>,
@@ -92,6 +111,7 @@ pub struct RawUpstream {
 pub struct RawUser {
     pub name: String,
     pub password_hash: Option<Secret>,
+    pub require_tls: Option<String>,
     pub upstream: String,
     pub root: Option<String>,
 }

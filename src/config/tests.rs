@@ -33,6 +33,14 @@ root = "/alice"
     )
 }
 
+/// The SFTP settings of an upstream that must be an SFTP one.
+fn sftp(upstream: &UpstreamConfig) -> &SftpSettings {
+    match &upstream.backend {
+        Backend::Sftp { settings, .. } => settings,
+        other => panic!("expected an sftp upstream, got {}", other.kind()),
+    }
+}
+
 fn load(text: &str) -> Result<RuntimeConfig, ConfigError> {
     from_toml(text, std::iter::empty())
 }
@@ -61,7 +69,7 @@ fn a_minimal_config_loads_with_defaults() {
     assert_eq!(listener.active_source_port, None);
     let upstream = &config.upstreams["files"];
     assert_eq!(
-        (upstream.sftp.host.as_str(), upstream.sftp.port),
+        (sftp(upstream).host.as_str(), sftp(upstream).port),
         ("sftp.internal", 22)
     );
     assert!(upstream.atomic_uploads);
@@ -80,11 +88,17 @@ fn the_shipped_proxy_toml_is_valid() {
     let text = include_str!("../../proxy.toml");
     let config = load(text).unwrap_or_else(|e| panic!("proxy.toml: {e}"));
     assert_eq!(config.listeners[0].passive_ports, Some(50000..=50100));
-    assert!(matches!(
-        config.upstreams["files"].auth,
-        UpstreamAuth::Passthrough
-    ));
+    assert!(config.upstreams["files"].backend.is_passthrough());
     assert!(config.user("scanner").unwrap().password_hash.is_none());
+    assert_eq!(config.upstreams["dav"].backend.kind(), "webdav");
+    assert!(
+        config
+            .user("carol")
+            .unwrap()
+            .upstream
+            .backend
+            .is_passthrough()
+    );
 }
 
 #[test]
@@ -126,7 +140,7 @@ fn environment_variables_override_any_key() {
     assert_eq!(config.listeners[0].idle_timeout, Duration::from_secs(120));
     let upstream = &config.upstreams["files"];
     assert_eq!(
-        (upstream.sftp.host.as_str(), upstream.sftp.port),
+        (sftp(upstream).host.as_str(), sftp(upstream).port),
         ("other", 2200)
     );
     assert!(!upstream.atomic_uploads);
@@ -217,7 +231,7 @@ fn a_malformed_fingerprint_is_refused() {
 fn insecure_accept_any_must_be_written_explicitly() {
     let config = load(&replaced(PIN, "insecure-accept-any")).unwrap();
     assert_eq!(
-        config.upstreams["files"].sftp.host_keys,
+        sftp(&config.upstreams["files"]).host_keys,
         crate::upstream::sftp::HostKeyCheck::AcceptAny
     );
 }
@@ -340,4 +354,296 @@ fn active_source_port_zero_is_refused() {
         "bind = \"127.0.0.1:2121\"\nactive_source_port = 0",
     );
     assert_eq!(error_for(&text).key, "listeners[0].active_source_port");
+}
+
+// ---- WebDAV upstreams ----
+
+/// A config whose only upstream is WebDAV; `auth` lines replace the default.
+fn webdav(auth_and_extra: &str) -> String {
+    format!(
+        r#"
+[[listeners]]
+name = "main"
+bind = "127.0.0.1:2121"
+
+[[upstreams]]
+name = "dav"
+kind = "webdav"
+url = "https://dav.example.com/files/{{user}}/"
+{auth_and_extra}
+
+[[users]]
+name = "alice"
+password_hash = "{HASH}"
+upstream = "dav"
+"#
+    )
+}
+
+const BASIC: &str = "auth = \"basic\"\nusername = \"svc\"\npassword = \"pw\"";
+
+fn webdav_settings(upstream: &UpstreamConfig) -> &crate::upstream::webdav::WebDavSettings {
+    match &upstream.backend {
+        Backend::WebDav { settings, .. } => settings,
+        other => panic!("expected a webdav upstream, got {}", other.kind()),
+    }
+}
+
+#[test]
+fn a_webdav_upstream_loads_with_its_defaults() {
+    let config = load(&webdav(BASIC)).unwrap();
+    let upstream = &config.upstreams["dav"];
+    let settings = webdav_settings(upstream);
+    assert_eq!(
+        settings
+            .url
+            .for_user("bob smith")
+            .url_of(&RemotePath::new(b"/".to_vec()), true),
+        "https://dav.example.com/files/bob%20smith/"
+    );
+    let timeouts = settings.client.timeouts();
+    assert_eq!(timeouts.connect, defaults::CONNECT_TIMEOUT);
+    assert_eq!(timeouts.request, defaults::REQUEST_TIMEOUT);
+    assert_eq!(timeouts.pool_idle, defaults::POOL_IDLE_TIMEOUT);
+    assert!(upstream.atomic_uploads);
+    assert!(matches!(
+        &upstream.backend,
+        Backend::WebDav {
+            auth: UpstreamAuth::Service(crate::upstream::webdav::DavCredentials::Basic { username, .. }),
+            ..
+        } if username == "svc"
+    ));
+}
+
+#[test]
+fn sftp_and_webdav_upstreams_live_side_by_side() {
+    let text = format!(
+        "{}\n[[upstreams]]\nname = \"dav\"\nkind = \"webdav\"\nurl = \"http://127.0.0.1:8080/\"\nauth = \"passthrough\"\n\n[[users]]\nname = \"bob\"\nupstream = \"dav\"\n",
+        base()
+    );
+    let config = load(&text).unwrap();
+    assert_eq!(
+        config.user("alice").unwrap().upstream.backend.kind(),
+        "sftp"
+    );
+    let bob = config.user("bob").unwrap();
+    assert_eq!(bob.upstream.backend.kind(), "webdav");
+    assert!(
+        bob.password_hash.is_none(),
+        "passthrough: the server checks"
+    );
+}
+
+#[test]
+fn a_webdav_upstream_needs_a_valid_url() {
+    let text = webdav(BASIC).replace("url = \"https://dav.example.com/files/{user}/\"\n", "");
+    assert_eq!(error_for(&text).key, "upstreams[0].url");
+    let text = webdav(BASIC).replace("https://dav.example.com", "ftp://dav.example.com");
+    assert_eq!(error_for(&text).key, "upstreams[0].url");
+}
+
+#[test]
+fn keys_of_the_other_upstream_kind_are_refused() {
+    let err = error_for(&webdav(&format!("{BASIC}\nhost_key = \"{PIN}\"")));
+    assert_eq!(err.key, "upstreams[0].host_key");
+    assert!(err.message.contains("webdav"), "{err}");
+    let err = error_for(&replaced(
+        "root = \"/srv/ftp/\"",
+        "ca_file = \"/etc/ca.pem\"",
+    ));
+    assert_eq!(err.key, "upstreams[0].ca_file");
+}
+
+#[test]
+fn webdav_auth_modes_need_exactly_their_credentials() {
+    let cases = [
+        (
+            "auth = \"basic\"\nusername = \"svc\"",
+            "upstreams[0].password",
+        ),
+        (
+            "auth = \"basic\"\npassword = \"pw\"",
+            "upstreams[0].username",
+        ),
+        (
+            "auth = \"basic\"\nusername = \"s:v\"\npassword = \"pw\"",
+            "upstreams[0].username",
+        ),
+        ("auth = \"bearer\"", "upstreams[0].token"),
+        (
+            "auth = \"bearer\"\ntoken = \"t\"\nusername = \"svc\"",
+            "upstreams[0].username",
+        ),
+        (
+            "auth = \"passthrough\"\ntoken = \"t\"",
+            "upstreams[0].token",
+        ),
+        ("auth = \"password\"", "upstreams[0].auth"),
+    ];
+    for (auth, key) in cases {
+        assert_eq!(error_for(&webdav(auth)).key, key, "{auth}");
+    }
+    let config = load(&webdav("auth = \"bearer\"\ntoken = \"t0ken\"")).unwrap();
+    assert!(
+        !format!("{config:?}").contains("t0ken"),
+        "the token is a secret"
+    );
+}
+
+#[test]
+fn tls_files_are_loaded_at_validation() {
+    let err = error_for(&webdav(&format!(
+        "{BASIC}\nca_file = \"/nonexistent/ca.pem\""
+    )));
+    assert_eq!(err.key, "upstreams[0].ca_file");
+    let err = error_for(&webdav(&format!(
+        "{BASIC}\nclient_cert = \"/nonexistent/c.pem\""
+    )));
+    assert_eq!(
+        err.key, "upstreams[0].client_key",
+        "a certificate needs its key"
+    );
+    let http = webdav(&format!("{BASIC}\nca_file = \"/nonexistent/ca.pem\""))
+        .replace("https://", "http://");
+    assert_eq!(error_for(&http).key, "upstreams[0].ca_file");
+}
+
+#[test]
+fn a_client_key_that_does_not_fit_its_certificate_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["client".into()]).unwrap();
+    let other = rcgen::KeyPair::generate().unwrap();
+    let (ca, cert, good_key, bad_key) = (
+        dir.path().join("ca.pem"),
+        dir.path().join("cert.pem"),
+        dir.path().join("key.pem"),
+        dir.path().join("other.pem"),
+    );
+    std::fs::write(&ca, certified.cert.pem()).unwrap();
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&good_key, certified.signing_key.serialize_pem()).unwrap();
+    std::fs::write(&bad_key, other.serialize_pem()).unwrap();
+    let tls = |key: &std::path::Path| {
+        format!(
+            "{BASIC}\nca_file = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"",
+            ca.display(),
+            cert.display(),
+            key.display()
+        )
+    };
+    load(&webdav(&tls(&good_key))).unwrap();
+    let err = error_for(&webdav(&tls(&bad_key)));
+    assert_eq!(err.key, "upstreams[0].client_key");
+}
+
+/// A self-signed certificate and key written to `dir`.
+fn test_certificate(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    std::fs::write(&cert, generated.cert.pem()).unwrap();
+    std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+    (cert, key)
+}
+
+fn with_listener_lines(lines: &str) -> String {
+    replaced(
+        "bind = \"127.0.0.1:2121\"",
+        &format!("bind = \"127.0.0.1:2121\"\n{lines}"),
+    )
+}
+
+#[test]
+fn tls_listeners_load_their_certificate_at_validation() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = test_certificate(dir.path());
+    let text = with_listener_lines(&format!(
+        "tls = \"implicit\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\nrequire_tls = \"all\"\ndata_tls_resumption = \"required\"\ndata_close_notify = \"required\"\nallow_ccc = true",
+        cert.display(),
+        key.display()
+    ));
+    let config = load(&text).unwrap();
+    let listener = &config.listeners[0];
+    let tls = listener.tls.as_ref().expect("TLS settings");
+    assert_eq!(tls.mode, TlsMode::Implicit);
+    assert_eq!(tls.data_resumption, ResumptionPolicy::Required);
+    assert_eq!(tls.data_close_notify, CloseNotifyPolicy::Required);
+    assert!(tls.allow_ccc);
+    assert_eq!(listener.require_tls, TlsRequirement::All);
+}
+
+#[test]
+fn tls_defaults_prefer_resumption_and_accept_a_missing_close_notify() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = test_certificate(dir.path());
+    let text = with_listener_lines(&format!(
+        "tls = \"explicit\"\ntls_cert = \"{}\"\ntls_key = \"{}\"",
+        cert.display(),
+        key.display()
+    ));
+    let config = load(&text).unwrap();
+    let tls = config.listeners[0].tls.as_ref().unwrap();
+    assert_eq!(tls.data_resumption, ResumptionPolicy::Preferred);
+    assert_eq!(tls.data_close_notify, CloseNotifyPolicy::Optional);
+    assert!(!tls.allow_ccc);
+    assert_eq!(config.listeners[0].require_tls, TlsRequirement::Off);
+}
+
+#[test]
+fn tls_without_a_certificate_names_the_key() {
+    let err = error_for(&with_listener_lines("tls = \"explicit\""));
+    assert_eq!(err.key, "listeners[0].tls_cert");
+}
+
+#[test]
+fn a_certificate_that_does_not_match_its_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, _) = test_certificate(dir.path());
+    let other = tempfile::tempdir().unwrap();
+    let (_, other_key) = test_certificate(other.path());
+    let text = with_listener_lines(&format!(
+        "tls = \"explicit\"\ntls_cert = \"{}\"\ntls_key = \"{}\"",
+        cert.display(),
+        other_key.display()
+    ));
+    let err = error_for(&text);
+    assert_eq!(err.key, "listeners[0].tls_cert");
+    assert!(err.message.contains("do not form a usable pair"), "{err}");
+}
+
+#[test]
+fn requiring_tls_without_tls_is_refused() {
+    assert_eq!(
+        error_for(&with_listener_lines("require_tls = \"control\"")).key,
+        "listeners[0].require_tls"
+    );
+}
+
+#[test]
+fn tls_settings_without_tls_are_refused() {
+    assert_eq!(
+        error_for(&with_listener_lines("allow_ccc = true")).key,
+        "listeners[0].allow_ccc"
+    );
+    assert_eq!(
+        error_for(&with_listener_lines("tls = \"sometimes\"")).key,
+        "listeners[0].tls"
+    );
+}
+
+#[test]
+fn users_may_override_require_tls() {
+    let text = replaced(
+        "root = \"/alice\"",
+        "root = \"/alice\"\nrequire_tls = \"all\"",
+    );
+    assert_eq!(
+        load(&text).unwrap().user("alice").unwrap().require_tls,
+        Some(TlsRequirement::All)
+    );
+    let err = error_for(&replaced(
+        "root = \"/alice\"",
+        "root = \"/alice\"\nrequire_tls = \"yes\"",
+    ));
+    assert_eq!(err.key, "users[0].require_tls");
 }

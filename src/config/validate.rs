@@ -11,12 +11,15 @@ use tracing::warn;
 
 use super::model::{RawConfig, RawListener, RawServer, RawUpstream, RawUser};
 use super::{
-    ConfigError, ListenerConfig, PassiveAddress, RuntimeConfig, ServerSettings, UpstreamAuth,
+    Backend, CloseNotifyPolicy, ConfigError, ListenerConfig, ListenerTls, PassiveAddress,
+    ResumptionPolicy, RuntimeConfig, ServerSettings, TlsMode, TlsRequirement, UpstreamAuth,
     UpstreamConfig, UserConfig, defaults, human,
 };
 use crate::secret::Secret;
 use crate::upstream::RemotePath;
 use crate::upstream::sftp::{HostKeyCheck, SftpCredentials, SftpSettings};
+use crate::upstream::webdav::tls::{self, TlsFiles};
+use crate::upstream::webdav::{DavClient, DavCredentials, Timeouts, UrlTemplate, WebDavSettings};
 
 /// The value of `host_key` that disables host key checking.
 pub const INSECURE_ACCEPT_ANY: &str = "insecure-accept-any";
@@ -155,9 +158,112 @@ fn listeners(raw: &[RawListener]) -> Result<Vec<Arc<ListenerConfig>>> {
                 }
                 other => other,
             },
+            tls: listener_tls(i, listener)?,
+            require_tls: match &listener.require_tls {
+                None => TlsRequirement::Off,
+                Some(text) => tls_requirement(key("require_tls"), text)?,
+            },
         }));
+        let last = out.last().map(|l| (l.tls.is_none(), l.require_tls));
+        if let Some((true, requirement)) = last
+            && requirement != TlsRequirement::Off
+        {
+            return Err(ConfigError::new(
+                key("require_tls"),
+                "TLS cannot be required on a listener without tls = \"explicit\" or \"implicit\"",
+            ));
+        }
     }
     Ok(out)
+}
+
+fn tls_requirement(key: String, text: &str) -> Result<TlsRequirement> {
+    match text {
+        "off" => Ok(TlsRequirement::Off),
+        "control" => Ok(TlsRequirement::Control),
+        "all" => Ok(TlsRequirement::All),
+        other => Err(ConfigError::new(
+            key,
+            format!("{other:?} is not one of \"off\", \"control\", \"all\""),
+        )),
+    }
+}
+
+fn listener_tls(i: usize, raw: &RawListener) -> Result<Option<ListenerTls>> {
+    let key = |field: &str| format!("listeners[{i}].{field}");
+    let mode = match raw.tls.as_deref().unwrap_or("none") {
+        "none" => None,
+        "explicit" => Some(TlsMode::Explicit),
+        "implicit" => Some(TlsMode::Implicit),
+        other => {
+            return Err(ConfigError::new(
+                key("tls"),
+                format!("{other:?} is not one of \"none\", \"explicit\", \"implicit\""),
+            ));
+        }
+    };
+    let tls_only = [
+        ("tls_cert", raw.tls_cert.is_some()),
+        ("tls_key", raw.tls_key.is_some()),
+        ("tls_handshake_timeout", raw.tls_handshake_timeout.is_some()),
+        ("data_tls_resumption", raw.data_tls_resumption.is_some()),
+        ("data_close_notify", raw.data_close_notify.is_some()),
+        ("allow_ccc", raw.allow_ccc.is_some()),
+    ];
+    let Some(mode) = mode else {
+        if let Some((field, _)) = tls_only.iter().find(|(_, set)| *set) {
+            return Err(ConfigError::new(
+                key(field),
+                "only used with tls = \"explicit\" or \"implicit\"",
+            ));
+        }
+        return Ok(None);
+    };
+    let cert = raw.tls_cert.clone().ok_or_else(|| {
+        ConfigError::new(
+            key("tls_cert"),
+            "required with TLS: the PEM certificate chain",
+        )
+    })?;
+    let tls_key = raw.tls_key.clone().ok_or_else(|| {
+        ConfigError::new(key("tls_key"), "required with TLS: the PEM private key")
+    })?;
+    crate::tls::load_certified_key(&cert, &tls_key)
+        .map_err(|m| ConfigError::new(key("tls_cert"), m))?;
+    let data_resumption = match raw.data_tls_resumption.as_deref().unwrap_or("preferred") {
+        "required" => ResumptionPolicy::Required,
+        "preferred" => ResumptionPolicy::Preferred,
+        "off" => ResumptionPolicy::Off,
+        other => {
+            return Err(ConfigError::new(
+                key("data_tls_resumption"),
+                format!("{other:?} is not one of \"required\", \"preferred\", \"off\""),
+            ));
+        }
+    };
+    let data_close_notify = match raw.data_close_notify.as_deref().unwrap_or("optional") {
+        "required" => CloseNotifyPolicy::Required,
+        "optional" => CloseNotifyPolicy::Optional,
+        other => {
+            return Err(ConfigError::new(
+                key("data_close_notify"),
+                format!("{other:?} is not one of \"required\", \"optional\""),
+            ));
+        }
+    };
+    Ok(Some(ListenerTls {
+        mode,
+        cert,
+        key: tls_key,
+        handshake_timeout: duration(
+            key("tls_handshake_timeout"),
+            raw.tls_handshake_timeout.as_ref(),
+            defaults::TLS_HANDSHAKE_TIMEOUT,
+        )?,
+        data_resumption,
+        data_close_notify,
+        allow_ccc: raw.allow_ccc.unwrap_or(false),
+    }))
 }
 
 fn banner(key: String, text: Option<&str>) -> Result<String> {
@@ -236,24 +342,53 @@ fn upstreams(raw: &[RawUpstream]) -> Result<HashMap<String, Arc<UpstreamConfig>>
                 format!("{:?} is defined twice", upstream.name),
             ));
         }
-        if upstream.kind != "sftp" {
-            return Err(ConfigError::new(
-                key("kind"),
-                format!(
-                    "{:?} is not a known upstream kind (expected \"sftp\")",
-                    upstream.kind
-                ),
-            ));
-        }
-        let config = sftp_upstream(i, upstream)?;
+        let config = match upstream.kind.as_str() {
+            "sftp" => sftp_upstream(i, upstream)?,
+            "webdav" => webdav_upstream(i, upstream)?,
+            other => {
+                return Err(ConfigError::new(
+                    key("kind"),
+                    format!(
+                        "{other:?} is not a known upstream kind (expected \"sftp\" or \"webdav\")"
+                    ),
+                ));
+            }
+        };
         out.insert(upstream.name.clone(), Arc::new(config));
     }
     Ok(out)
 }
 
+/// Refuses keys of the other upstream kind, so a WebDAV `host_key` or an
+/// SFTP `ca_file` is not silently ignored.
+fn forbid_keys(i: usize, raw: &RawUpstream, present: &[(&str, bool)]) -> Result<()> {
+    match present.iter().find(|(_, set)| *set) {
+        Some((field, _)) => Err(ConfigError::new(
+            format!("upstreams[{i}].{field}"),
+            format!("not used with kind = {:?}; remove it", raw.kind),
+        )),
+        None => Ok(()),
+    }
+}
+
 fn sftp_upstream(i: usize, raw: &RawUpstream) -> Result<UpstreamConfig> {
     let key = |field: &str| format!("upstreams[{i}].{field}");
-    let (host, port) = human::parse_host_port(&raw.address, defaults::SFTP_PORT)
+    forbid_keys(
+        i,
+        raw,
+        &[
+            ("url", raw.url.is_some()),
+            ("token", raw.token.is_some()),
+            ("ca_file", raw.ca_file.is_some()),
+            ("client_cert", raw.client_cert.is_some()),
+            ("client_key", raw.client_key.is_some()),
+            ("pool_idle_timeout", raw.pool_idle_timeout.is_some()),
+        ],
+    )?;
+    let address = raw.address.as_deref().ok_or_else(|| {
+        ConfigError::new(key("address"), "required with kind = \"sftp\": host:port")
+    })?;
+    let (host, port) = human::parse_host_port(address, defaults::SFTP_PORT)
         .map_err(|m| ConfigError::new(key("address"), m))?;
     let host_keys = host_key_check(i, raw, &host)?;
     let requests_in_flight = raw
@@ -289,11 +424,163 @@ fn sftp_upstream(i: usize, raw: &RawUpstream) -> Result<UpstreamConfig> {
     };
     Ok(UpstreamConfig {
         name: raw.name.clone(),
-        sftp,
-        auth: upstream_auth(i, raw)?,
+        backend: Backend::Sftp {
+            settings: sftp,
+            auth: sftp_auth(i, raw)?,
+        },
         root: remote_root(key("root"), raw.root.as_deref())?,
         atomic_uploads: raw.atomic_uploads.unwrap_or(true),
     })
+}
+
+fn webdav_upstream(i: usize, raw: &RawUpstream) -> Result<UpstreamConfig> {
+    let key = |field: &str| format!("upstreams[{i}].{field}");
+    forbid_keys(
+        i,
+        raw,
+        &[
+            ("address", raw.address.is_some()),
+            ("host_key", raw.host_key.is_some()),
+            ("known_hosts", raw.known_hosts.is_some()),
+            ("key", raw.key.is_some()),
+            ("key_passphrase", raw.key_passphrase.is_some()),
+            ("keepalive_interval", raw.keepalive_interval.is_some()),
+            ("requests_in_flight", raw.requests_in_flight.is_some()),
+            ("fsync_uploads", raw.fsync_uploads.is_some()),
+        ],
+    )?;
+    let text = raw.url.as_deref().ok_or_else(|| {
+        ConfigError::new(
+            key("url"),
+            "required with kind = \"webdav\", e.g. \"https://dav.example.com/files/{user}/\"",
+        )
+    })?;
+    let url = UrlTemplate::parse(text).map_err(|m| ConfigError::new(key("url"), m))?;
+    let auth = webdav_auth(i, raw)?;
+    if !url.is_https() {
+        for (field, present) in [
+            ("ca_file", raw.ca_file.is_some()),
+            ("client_cert", raw.client_cert.is_some()),
+            ("client_key", raw.client_key.is_some()),
+        ] {
+            if present {
+                return Err(ConfigError::new(
+                    key(field),
+                    "only used with an https:// url",
+                ));
+            }
+        }
+        warn!(upstream = %raw.name, %url, "credentials go to this WebDAV upstream unencrypted (http://); use https:// unless the server is on this host");
+    }
+    let client_identity = match (&raw.client_cert, &raw.client_key) {
+        (Some(cert), Some(private_key)) => Some((cert.as_path(), private_key.as_path())),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ConfigError::new(
+                key("client_key"),
+                "required with client_cert: the certificate's private key (PEM)",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::new(
+                key("client_cert"),
+                "required with client_key: the client certificate chain (PEM)",
+            ));
+        }
+    };
+    let tls = tls::client_config(TlsFiles {
+        ca_file: raw.ca_file.as_deref(),
+        client_identity,
+    })
+    .map_err(|e| ConfigError::new(key(e.key), e.message))?;
+    let timeouts = Timeouts {
+        connect: duration(
+            key("connect_timeout"),
+            raw.connect_timeout.as_ref(),
+            defaults::CONNECT_TIMEOUT,
+        )?,
+        request: duration(
+            key("request_timeout"),
+            raw.request_timeout.as_ref(),
+            defaults::REQUEST_TIMEOUT,
+        )?,
+        pool_idle: duration(
+            key("pool_idle_timeout"),
+            raw.pool_idle_timeout.as_ref(),
+            defaults::POOL_IDLE_TIMEOUT,
+        )?,
+    };
+    Ok(UpstreamConfig {
+        name: raw.name.clone(),
+        backend: Backend::WebDav {
+            settings: Box::new(WebDavSettings {
+                url,
+                client: DavClient::new(tls, timeouts),
+            }),
+            auth,
+        },
+        root: remote_root(key("root"), raw.root.as_deref())?,
+        atomic_uploads: raw.atomic_uploads.unwrap_or(true),
+    })
+}
+
+fn webdav_auth(i: usize, raw: &RawUpstream) -> Result<UpstreamAuth<DavCredentials>> {
+    let key = |field: &str| format!("upstreams[{i}].{field}");
+    let forbid = |field: &str, present: bool| {
+        if present {
+            Err(ConfigError::new(
+                key(field),
+                format!("not used with auth = {:?}; remove it", raw.auth),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    let required = |field: &str, value: Option<&Secret>| {
+        value.filter(|v| !v.is_empty()).cloned().ok_or_else(|| {
+            ConfigError::new(key(field), format!("required with auth = {:?}", raw.auth))
+        })
+    };
+    match raw.auth.as_str() {
+        "passthrough" => {
+            forbid("username", raw.username.is_some())?;
+            forbid("password", raw.password.is_some())?;
+            forbid("token", raw.token.is_some())?;
+            Ok(UpstreamAuth::Passthrough)
+        }
+        "basic" => {
+            forbid("token", raw.token.is_some())?;
+            let username = raw
+                .username
+                .clone()
+                .filter(|u| !u.is_empty())
+                .ok_or_else(|| {
+                    ConfigError::new(key("username"), "required with auth = \"basic\"")
+                })?;
+            // RFC 7617: the user-id cannot contain a colon.
+            if username.contains(':') {
+                return Err(ConfigError::new(
+                    key("username"),
+                    "must not contain ':' (HTTP Basic separates it from the password with one)",
+                ));
+            }
+            let password = required("password", raw.password.as_ref())?;
+            Ok(UpstreamAuth::Service(DavCredentials::Basic {
+                username,
+                password,
+            }))
+        }
+        "bearer" => {
+            forbid("username", raw.username.is_some())?;
+            forbid("password", raw.password.is_some())?;
+            let token = required("token", raw.token.as_ref())?;
+            Ok(UpstreamAuth::Service(DavCredentials::Bearer(token)))
+        }
+        other => Err(ConfigError::new(
+            key("auth"),
+            format!("{other:?} is not one of \"basic\", \"bearer\", \"passthrough\""),
+        )),
+    }
 }
 
 fn host_key_check(i: usize, raw: &RawUpstream, host: &str) -> Result<HostKeyCheck> {
@@ -351,7 +638,7 @@ fn check_fingerprint(pin: &str) -> std::result::Result<(), String> {
     }
 }
 
-fn upstream_auth(i: usize, raw: &RawUpstream) -> Result<UpstreamAuth> {
+fn sftp_auth(i: usize, raw: &RawUpstream) -> Result<UpstreamAuth<SftpCredentials>> {
     let key = |field: &str| format!("upstreams[{i}].{field}");
     let username = || {
         raw.username
@@ -453,7 +740,7 @@ fn users(
         match &user.password_hash {
             Some(hash) => crate::auth::validate_hash(hash.expose())
                 .map_err(|m| ConfigError::new(key("password_hash"), m))?,
-            None if matches!(upstream.auth, UpstreamAuth::Passthrough) => {}
+            None if upstream.backend.is_passthrough() => {}
             None => {
                 return Err(ConfigError::new(
                     key("password_hash"),
@@ -463,6 +750,11 @@ fn users(
         }
         let user_root = remote_root(key("root"), user.root.as_deref())?;
         let root = join_roots(&upstream.root, &user_root);
+        let require_tls = user
+            .require_tls
+            .as_deref()
+            .map(|text| tls_requirement(key("require_tls"), text))
+            .transpose()?;
         out.insert(
             user.name.clone(),
             Arc::new(UserConfig {
@@ -470,6 +762,7 @@ fn users(
                 password_hash: user.password_hash.clone(),
                 upstream: upstream.clone(),
                 root,
+                require_tls,
             }),
         );
     }

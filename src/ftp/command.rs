@@ -47,6 +47,15 @@ pub enum Opts {
     Other(String),
 }
 
+/// PROT levels (RFC 2228 §3): only C and P exist for TLS (RFC 4217 §9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProtectionLevel {
+    Clear,
+    Safe,
+    Confidential,
+    Private,
+}
+
 /// SITE subcommands (RFC 959 §4.1.3 leaves SITE to the server).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Site {
@@ -109,6 +118,14 @@ pub enum Command {
     Clnt,
     /// REIN (RFC 959 §4.1.1): back to the state right after connecting.
     Rein,
+    /// AUTH (RFC 2228 §3, RFC 4217 §4): the mechanism, upper-cased.
+    Auth(String),
+    /// PBSZ (RFC 2228 §3); TLS always uses 0 (RFC 4217 §8).
+    Pbsz(u64),
+    /// PROT (RFC 2228 §3).
+    Prot(ProtectionLevel),
+    /// CCC (RFC 2228 §3): clear the control channel.
+    Ccc,
     Stat(Option<Bytes>),
     Help(Option<Bytes>),
     Abor,
@@ -158,6 +175,10 @@ impl Command {
             Command::Host(_) => "HOST",
             Command::Clnt => "CLNT",
             Command::Rein => "REIN",
+            Command::Auth(_) => "AUTH",
+            Command::Pbsz(_) => "PBSZ",
+            Command::Prot(_) => "PROT",
+            Command::Ccc => "CCC",
             Command::Stat(_) => "STAT",
             Command::Help(_) => "HELP",
             Command::Abor => "ABOR",
@@ -181,6 +202,9 @@ impl Command {
                 | Command::Host(_)
                 | Command::Clnt
                 | Command::Rein
+                | Command::Auth(_)
+                | Command::Pbsz(_)
+                | Command::Prot(_)
         )
     }
 }

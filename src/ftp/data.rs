@@ -22,7 +22,10 @@ use super::reply::Reply;
 use super::reply_map::{Phase, upstream_reply};
 use super::session::{Outcome, Session};
 use super::transfer::{self, TransferControl, TransferError};
-use crate::config::PassiveAddress;
+use std::sync::Arc;
+
+use super::data_stream::DataStream;
+use crate::config::{CloseNotifyPolicy, PassiveAddress, ResumptionPolicy};
 use crate::upstream::upload::{Upload, UploadKind};
 use crate::upstream::{FileKind, ReadStream};
 
@@ -417,6 +420,10 @@ impl Session {
         description: String,
         unique_name: Option<Vec<u8>>,
     ) -> Outcome {
+        if let Some(refusal) = self.refuse_clear_data() {
+            drop_work(work);
+            return refusal.into();
+        }
         let Some(setup) = self.data.take() else {
             drop_work(work);
             return Reply::new(425, "Use PORT, EPRT, PASV or EPSV first.").into();
@@ -425,17 +432,30 @@ impl Session {
             drop_work(work);
             return Outcome::Close(Reply::new(421, "Control connection failed."));
         }
+        let protection = match (&self.ctx.listener.tls, &self.session_tls) {
+            (Some(tls), Some(configs)) if self.protect_data => Some(DataProtection {
+                config: match &work {
+                    Work::Upload(_) => configs.upload.clone(),
+                    Work::Listing(_) | Work::Download(_) => configs.download.clone(),
+                },
+                handshake_timeout: tls.handshake_timeout,
+                resumption: tls.data_resumption,
+                close_notify: tls.data_close_notify,
+            }),
+            _ => None,
+        };
         let control = TransferControl::new(self.ctx.listener.data_idle_timeout);
-        let task = run_transfer(
+        let plan = TransferPlan {
             setup,
             work,
-            self.transfer_type == TransferType::Ascii,
-            self.ctx.listener.data_connect_timeout,
-            control.clone(),
-            description.clone(),
+            ascii: self.transfer_type == TransferType::Ascii,
+            connect_timeout: self.ctx.listener.data_connect_timeout,
+            protection,
+            control: control.clone(),
+            description: description.clone(),
             unique_name,
-        )
-        .instrument(self.span.clone());
+        };
+        let task = run_transfer(plan).instrument(self.span.clone());
         self.active = Some(ActiveTransfer {
             join: tokio::spawn(task),
             control,
@@ -453,32 +473,90 @@ fn drop_work(work: Work) {
     }
 }
 
-async fn run_transfer(
+/// TLS on a transfer's data connection (PROT P).
+struct DataProtection {
+    config: Arc<rustls::ServerConfig>,
+    handshake_timeout: Duration,
+    resumption: ResumptionPolicy,
+    close_notify: CloseNotifyPolicy,
+}
+
+/// Everything a transfer task needs.
+struct TransferPlan {
     setup: DataSetup,
     work: Work,
     ascii: bool,
     connect_timeout: Duration,
+    protection: Option<DataProtection>,
     control: TransferControl,
     description: String,
+    /// For STOU: repeated in the 226.
     unique_name: Option<Vec<u8>>,
-) -> TransferOutcome {
+}
+
+/// Waits for (or opens) the data connection and, under PROT P, runs its TLS
+/// handshake and applies the resumption policy. The error is the reply.
+async fn open_data(
+    setup: DataSetup,
+    connect_timeout: Duration,
+    protection: Option<&DataProtection>,
+    description: &str,
+) -> Result<DataStream, Reply> {
+    let tcp = setup.connection(connect_timeout).await.map_err(|e| {
+        info!(%description, error = %e, "no data connection");
+        Reply::new(425, "Cannot open data connection.")
+    })?;
+    let Some(protection) = protection else {
+        return Ok(DataStream::Plain(tcp));
+    };
+    let secured = DataStream::secure(
+        tcp,
+        protection.config.clone(),
+        protection.handshake_timeout,
+        protection.close_notify,
+    )
+    .await
+    .map_err(|e| {
+        info!(%description, error = %e, "TLS handshake on the data connection failed");
+        Reply::new(425, "TLS negotiation on the data connection failed.")
+    })?;
+    match (secured.resumed, protection.resumption) {
+        (false, ResumptionPolicy::Required) => {
+            warn!(%description, "refused a data connection that did not resume the control connection's TLS session");
+            Err(Reply::new(
+                522,
+                "The data connection must resume the TLS session of the control connection.",
+            ))
+        }
+        (false, ResumptionPolicy::Preferred) => {
+            info!(%description, "data connection did not resume the control connection's TLS session; accepted (preferred)");
+            Ok(secured.stream)
+        }
+        _ => Ok(secured.stream),
+    }
+}
+
+async fn run_transfer(plan: TransferPlan) -> TransferOutcome {
+    let TransferPlan {
+        setup,
+        work,
+        ascii,
+        connect_timeout,
+        protection,
+        control,
+        description,
+        unique_name,
+    } = plan;
     let started = Instant::now();
     let connection = tokio::select! {
         biased;
-        _ = control.cancel.cancelled() => Err(None),
-        result = setup.connection(connect_timeout) => result.map_err(Some),
+        _ = control.cancel.cancelled() => Err(Reply::new(426, "Transfer aborted before the data connection opened.")),
+        result = open_data(setup, connect_timeout, protection.as_ref(), &description) => result,
     };
     let mut data = match connection {
         Ok(data) => data,
-        Err(reason) => {
+        Err(reply) => {
             drop_work(work);
-            let reply = match reason {
-                Some(e) => {
-                    info!(%description, error = %e, "no data connection");
-                    Reply::new(425, "Cannot open data connection.")
-                }
-                None => Reply::new(426, "Transfer aborted before the data connection opened."),
-            };
             return TransferOutcome {
                 reply,
                 close_session: false,

@@ -14,14 +14,18 @@ use super::command::Password;
 use super::path::VirtualPath;
 use super::reply::Reply;
 use super::session::{Account, LoginState, Outcome, Session};
-use crate::config::UserConfig;
-use crate::upstream::sftp::SftpUpstream;
+use crate::config::{Backend, UserConfig};
+use crate::upstream::sftp::{SftpCredentials, SftpUpstream};
+use crate::upstream::webdav::{DavCredentials, WebDavUpstream};
 use crate::upstream::{ErrorKind, SharedUpstream, UpstreamError};
 
 impl Session {
     pub(super) fn user(&mut self, name: Bytes) -> Outcome {
         if self.is_logged_in() {
             return Reply::new(530, "Already logged in; cannot change to another user.").into();
+        }
+        if let Some(refusal) = self.refuse_clear_login(self.ctx.listener.require_tls) {
+            return refusal.into();
         }
         let name = String::from_utf8_lossy(&name).into_owned();
         let reply = Reply::new(331, format!("Password required for {name}."));
@@ -50,6 +54,11 @@ impl Session {
         let Some(user) = user.filter(|_| verified) else {
             return self.login_failed(&name, "wrong user name or password");
         };
+        let requirement = user.require_tls.unwrap_or(self.ctx.listener.require_tls);
+        if let Some(refusal) = self.refuse_clear_login(requirement) {
+            self.login = LoginState::Fresh;
+            return refusal.into();
+        }
 
         let upstream = match connect_upstream(&user, &password).await {
             Ok(upstream) => upstream,
@@ -96,12 +105,26 @@ impl Session {
     }
 }
 
+/// Opens the user's upstream session, checking the credentials there: a
+/// refusal is `AuthenticationFailed` (530), anything else a reason to close.
 async fn connect_upstream(
     user: &UserConfig,
     password: &Password,
 ) -> Result<SharedUpstream, UpstreamError> {
-    let upstream = &user.upstream;
-    let credentials = upstream.credentials(&user.name, &password.0);
-    let session = SftpUpstream::connect(&upstream.sftp, &credentials).await?;
-    Ok(Arc::new(session))
+    match &user.upstream.backend {
+        Backend::Sftp { settings, auth } => {
+            let credentials = auth.credentials(&user.name, &password.0, |username, password| {
+                SftpCredentials::Password { username, password }
+            });
+            let session = SftpUpstream::connect(settings, &credentials).await?;
+            Ok(Arc::new(session))
+        }
+        Backend::WebDav { settings, auth } => {
+            let credentials = auth.credentials(&user.name, &password.0, |username, password| {
+                DavCredentials::Basic { username, password }
+            });
+            let session = WebDavUpstream::connect(settings, &user.name, &credentials).await?;
+            Ok(Arc::new(session))
+        }
+    }
 }

@@ -11,7 +11,9 @@ pub mod ascii;
 pub mod codec;
 pub mod command;
 mod control_socket;
+mod control_stream;
 mod data;
+mod data_stream;
 pub mod dataconn;
 mod files;
 pub mod glob;
@@ -24,6 +26,7 @@ pub mod passive;
 pub mod path;
 pub mod reply;
 pub mod reply_map;
+mod security;
 pub mod session;
 pub mod transfer;
 

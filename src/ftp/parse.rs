@@ -9,7 +9,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use bytes::Bytes;
 
-use super::command::{Command, EpsvArg, Opts, Password, Site, Timestamp, TransferType};
+use super::command::{
+    Command, EpsvArg, Opts, Password, ProtectionLevel, Site, Timestamp, TransferType,
+};
 
 /// Why a line is not an acceptable command; each maps to one reply code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -88,6 +90,17 @@ pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
         b"HOST" => Command::Host(required(arg)?),
         b"CLNT" => Command::Clnt,
         b"REIN" => Command::Rein,
+        b"AUTH" => {
+            Command::Auth(ascii_arg(arg).ok_or(ParseError::BadArgument("AUTH needs a mechanism"))?)
+        }
+        b"PBSZ" => Command::Pbsz(
+            std::str::from_utf8(required(arg)?.as_ref())
+                .ok()
+                .and_then(|n| n.trim().parse().ok())
+                .ok_or(ParseError::BadArgument("PBSZ takes a decimal buffer size"))?,
+        ),
+        b"PROT" => Command::Prot(parse_prot(arg)?),
+        b"CCC" => Command::Ccc,
         b"STAT" => Command::Stat(optional(arg)),
         b"HELP" => Command::Help(optional(arg)),
         b"ABOR" => Command::Abor,
@@ -318,4 +331,15 @@ fn parse_allo(arg: Option<&[u8]>) -> Result<Option<u64>, ParseError> {
         .parse()
         .map(Some)
         .map_err(|_| ParseError::BadArgument("ALLO takes a byte count"))
+}
+
+/// RFC 2228 §3: PROT C (clear), S (safe), E (confidential), P (private).
+fn parse_prot(arg: Option<&[u8]>) -> Result<ProtectionLevel, ParseError> {
+    match arg.map(|a| a.trim_ascii().to_ascii_uppercase()).as_deref() {
+        Some(b"C") => Ok(ProtectionLevel::Clear),
+        Some(b"S") => Ok(ProtectionLevel::Safe),
+        Some(b"E") => Ok(ProtectionLevel::Confidential),
+        Some(b"P") => Ok(ProtectionLevel::Private),
+        _ => Err(ParseError::BadArgument("PROT takes C, S, E or P")),
+    }
 }

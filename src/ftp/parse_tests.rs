@@ -4,7 +4,7 @@ use bytes::Bytes;
 
 use std::net::SocketAddr;
 
-use super::command::{Command, EpsvArg, Opts, Password, Site, TransferType};
+use super::command::{Command, EpsvArg, Opts, Password, ProtectionLevel, Site, TransferType};
 use super::parse::{ParseError, parse, parse_time_val};
 
 fn path(s: &str) -> Bytes {
@@ -431,4 +431,31 @@ fn opts_mlst_lists_facts() {
         ])))
     );
     assert_eq!(parse(b"OPTS MLST"), Ok(Command::Opts(Opts::Mlst(vec![]))));
+}
+
+// RFC 4217 §4: AUTH TLS (and the historical AUTH SSL / TLS-C); the mechanism is case-insensitive.
+#[test]
+fn auth_names_a_mechanism() {
+    assert_eq!(parse(b"AUTH TLS"), Ok(Command::Auth("TLS".into())));
+    assert_eq!(parse(b"auth ssl"), Ok(Command::Auth("SSL".into())));
+    assert!(matches!(parse(b"AUTH"), Err(ParseError::BadArgument(_))));
+    assert!(parse(b"AUTH TLS").unwrap().allowed_before_login());
+}
+
+// RFC 2228 §3 / RFC 4217 §8-9: PBSZ <decimal>, PROT C|S|E|P.
+#[test]
+fn pbsz_and_prot() {
+    assert_eq!(parse(b"PBSZ 0"), Ok(Command::Pbsz(0)));
+    assert!(matches!(parse(b"PBSZ x"), Err(ParseError::BadArgument(_))));
+    assert_eq!(
+        parse(b"PROT P"),
+        Ok(Command::Prot(ProtectionLevel::Private))
+    );
+    assert_eq!(parse(b"prot c"), Ok(Command::Prot(ProtectionLevel::Clear)));
+    assert_eq!(
+        parse(b"PROT E"),
+        Ok(Command::Prot(ProtectionLevel::Confidential))
+    );
+    assert!(matches!(parse(b"PROT X"), Err(ParseError::BadArgument(_))));
+    assert_eq!(parse(b"CCC"), Ok(Command::Ccc));
 }

@@ -20,6 +20,7 @@ use tracing::{Instrument, Span, debug, field, info, info_span};
 use super::codec::{ControlCodec, ControlInput};
 use super::command::{Command, TransferType};
 use super::control_socket::ControlSocket;
+use super::control_stream::ControlStream;
 use super::data::ActiveTransfer;
 use super::dataconn::DataSetup;
 use super::listing::Facts;
@@ -29,8 +30,13 @@ use super::path::VirtualPath;
 use super::reply::Reply;
 use super::reply_map::{Phase, upstream_reply};
 use crate::auth::PasswordChecker;
+use crate::config::TlsMode;
 use crate::config::{ListenerConfig, RuntimeConfig, UserConfig};
+use crate::tls::session::{SessionTls, session_configs};
 use crate::upstream::{RemotePath, SharedUpstream, UpstreamError};
+
+/// How long a session may take to say goodbye on its control connection.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What every session of one listener shares.
 #[derive(Clone)]
@@ -41,6 +47,8 @@ pub struct SessionContext {
     pub passwords: PasswordChecker,
     /// Cancelled when the server shuts down: idle sessions say 421 and end.
     pub shutdown: CancellationToken,
+    /// The listener's TLS config, when it offers FTPS.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// A logged-in user and their upstream session.
@@ -71,6 +79,10 @@ pub(super) enum Outcome {
     Close(Reply),
     /// A transfer started; its 150 was sent and its final reply comes later.
     Started,
+    /// The handler already sent what there was to send.
+    Done,
+    /// End the session without another reply (a failed TLS handshake).
+    Hangup,
 }
 
 impl From<Reply> for Outcome {
@@ -83,7 +95,14 @@ pub(super) struct Session {
     pub ctx: SessionContext,
     pub peer: SocketAddr,
     pub local: SocketAddr,
-    pub control: Framed<ControlSocket, ControlCodec>,
+    pub control: Framed<ControlStream, ControlCodec>,
+    /// This control connection's TLS config; its private session cache is
+    /// what makes data-connection resumption a proof (see `tls::session`).
+    pub session_tls: Option<SessionTls>,
+    /// PBSZ received (RFC 4217 §8).
+    pub pbsz: bool,
+    /// PROT P in effect: data connections are TLS.
+    pub protect_data: bool,
     pub login: LoginState,
     pub failed_logins: u32,
     pub transfer_type: TransferType,
@@ -126,11 +145,15 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: SessionContext, id:
         user = field::Empty,
         upstream = field::Empty,
     );
+    let session_tls = ctx.tls.as_deref().map(session_configs);
     let mut session = Session {
         ctx,
         peer,
         local,
-        control: Framed::new(stream, ControlCodec::default()),
+        control: Framed::new(ControlStream::Plain(stream), ControlCodec::default()),
+        session_tls,
+        pbsz: false,
+        protect_data: false,
         login: LoginState::Fresh,
         failed_logins: 0,
         transfer_type: TransferType::Ascii,
@@ -160,6 +183,20 @@ enum DuringTransfer {
 
 impl Session {
     async fn run(&mut self) {
+        if let (Some(tls), Some(config)) = (&self.ctx.listener.tls, &self.session_tls)
+            && tls.mode == TlsMode::Implicit
+        {
+            // Implicit FTPS: TLS from the first byte, before the greeting.
+            if let Err(e) = self
+                .control
+                .get_mut()
+                .upgrade(config.control.clone(), tls.handshake_timeout)
+                .await
+            {
+                info!(error = %e, "implicit TLS handshake failed");
+                return;
+            }
+        }
         let banner = Reply::new(220, self.ctx.listener.banner.clone());
         if self.send(banner).await.is_err() {
             return;
@@ -241,6 +278,9 @@ impl Session {
         if let LoginState::LoggedIn(account) = &self.login {
             account.upstream.close().await;
         }
+        // Ends TLS with close_notify (so clients see a clean end rather than
+        // a truncation), then the TCP FIN.
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.control.close()).await;
     }
 
     pub async fn send(&mut self, reply: Reply) -> std::io::Result<()> {
@@ -272,7 +312,8 @@ impl Session {
                 let _ = self.send(reply).await;
                 false
             }
-            Outcome::Started => true,
+            Outcome::Started | Outcome::Done => true,
+            Outcome::Hangup => false,
         }
     }
 
@@ -351,6 +392,10 @@ impl Session {
             Command::Host(host) => self.host(&host),
             Command::Clnt => Reply::new(200, "Noted.").into(),
             Command::Rein => self.rein().await,
+            Command::Auth(mechanism) => self.auth(mechanism).await,
+            Command::Pbsz(size) => self.pbsz(size),
+            Command::Prot(level) => self.prot(level),
+            Command::Ccc => self.ccc().await,
             Command::Stat(None) => self.status().into(),
             Command::Stat(Some(path)) => self.stat_path(&path).await,
             Command::Abor => {
@@ -529,6 +574,19 @@ impl Session {
     /// what works on this listener, with this session's MLST facts.
     fn feat(&self) -> Reply {
         let mut features = vec!["CLNT".to_owned()];
+        if self.ctx.listener.tls.is_some() {
+            // RFC 4217 §6: a server offering TLS lists AUTH TLS, PBSZ and PROT.
+            features.extend(["AUTH TLS", "PBSZ", "PROT"].map(str::to_owned));
+            if self
+                .ctx
+                .listener
+                .tls
+                .as_ref()
+                .is_some_and(|tls| tls.allow_ccc)
+            {
+                features.push("CCC".to_owned());
+            }
+        }
         if self.ctx.listener.active_mode {
             features.push("EPRT".to_owned());
         }
@@ -578,16 +636,18 @@ impl Session {
         self.transfer_type = TransferType::Ascii;
         self.epsv_all = false;
         self.mlst_facts = Facts::default();
+        self.pbsz = false;
+        self.protect_data = false;
         Reply::new(220, "Service ready for new user.").into()
     }
 }
 
 fn help_reply() -> Reply {
     let commands = [
-        "ABOR ACCT ALLO APPE CDUP CLNT CWD  DELE EPRT EPSV FEAT HELP HOST",
-        "LIST MDTM MFMT MKD  MLSD MLST MODE NLST NOOP OPTS PASS PASV PORT",
-        "PWD  QUIT REIN REST RETR RMD  RNFR RNTO SITE SIZE STAT STOR STOU",
-        "STRU SYST TYPE USER XCUP XCWD XMKD XPWD XRMD",
+        "ABOR ACCT ALLO APPE AUTH CCC  CDUP CLNT CWD  DELE EPRT EPSV FEAT",
+        "HELP HOST LIST MDTM MFMT MKD  MLSD MLST MODE NLST NOOP OPTS PASS",
+        "PASV PBSZ PORT PROT PWD  QUIT REIN REST RETR RMD  RNFR RNTO SITE",
+        "SIZE STAT STOR STOU STRU SYST TYPE USER XCUP XCWD XMKD XPWD XRMD",
     ];
     Reply::multiline(
         214,

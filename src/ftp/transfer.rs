@@ -135,14 +135,14 @@ where
 /// STOR/APPE: client → upstream, until the client closes the data
 /// connection. Returns the bytes received from the client; the caller still
 /// has to commit the upload.
-pub async fn upload<R>(
-    data: &mut R,
+pub async fn upload<D>(
+    data: &mut D,
     sink: &mut Upload,
     ascii: bool,
     control: &TransferControl,
 ) -> Result<u64, TransferError>
 where
-    R: AsyncRead + Unpin,
+    D: AsyncRead + AsyncWrite + Unpin,
 {
     let mut converter = ascii.then(FromNetwork::default);
     let mut received = 0u64;
@@ -172,6 +172,11 @@ where
             write_upstream(sink, tail, control).await?;
         }
     }
+    // Close our side too. Under TLS this answers the client's close_notify
+    // with ours: clients that shut TLS down both ways (Python's ftplib
+    // `unwrap()`) wait for it before they read the 226. A client that has
+    // already gone away makes this fail, which changes nothing for the upload.
+    let _ = control.data_io(data.shutdown()).await;
     Ok(received)
 }
 

@@ -3,11 +3,13 @@
 //! One FTP session owns one [`Upstream`] session, opened at PASS. The trait has
 //! the operations FTP needs and nothing FTP-specific: paths are absolute
 //! upstream paths as raw bytes, errors are [`UpstreamError`] kinds. Backends:
-//! [`sftp`] (russh + our own SFTP v3 client).
+//! [`sftp`] (russh + our own SFTP v3 client) and [`webdav`] (hyper +
+//! rustls).
 
 pub mod error;
 pub mod sftp;
 pub mod upload;
+pub mod webdav;
 
 use std::sync::Arc;
 

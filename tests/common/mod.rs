@@ -4,7 +4,10 @@
 //! - [`sshd`]: a real OpenSSH sshd + sftp-server on 127.0.0.1 (upstream for SFTP tests).
 //! - [`proxy`]: the proxy in-process on 127.0.0.1:0, test configs, byte helpers.
 //! - [`raw`]: a bare control connection for exact reply codes.
+//! - [`webdav`]: real nginx and Apache WebDAV servers (upstreams for WebDAV tests).
 
+pub mod ftps;
 pub mod proxy;
 pub mod raw;
 pub mod sshd;
+pub mod webdav;

@@ -32,7 +32,7 @@ pub struct Proxy {
     pub addr: SocketAddr,
     pub config: Arc<RuntimeConfig>,
     stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    task: Option<JoinHandle<Result<(), ftpbridge::server::ServerError>>>,
 }
 
 impl Proxy {

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
@@ -85,35 +85,7 @@ impl RawFtp {
     }
 
     async fn read_reply_opt(&mut self) -> Option<RawReply> {
-        let first = self.line().await?;
-        let code: u16 = first.get(..3)?.parse().ok()?;
-        let mut text = first.get(4..).unwrap_or_default().to_owned();
-        if first.as_bytes().get(3) == Some(&b'-') {
-            let end = format!("{code} ");
-            loop {
-                let line = self.line().await?;
-                if let Some(last) = line.strip_prefix(&end) {
-                    text.push('\n');
-                    text.push_str(last);
-                    break;
-                }
-                text.push('\n');
-                text.push_str(&line);
-            }
-        }
-        Some(RawReply { code, text })
-    }
-
-    async fn line(&mut self) -> Option<String> {
-        let mut buf = Vec::new();
-        let n = self.reader.read_until(b'\n', &mut buf).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-            buf.pop();
-        }
-        Some(String::from_utf8_lossy(&buf).into_owned())
+        read_reply_from(&mut self.reader).await
     }
 
     pub async fn cmd(&mut self, line: &str) -> RawReply {
@@ -157,4 +129,38 @@ impl RawFtp {
             .expect("read data");
         out
     }
+}
+
+/// Reads one complete reply (RFC 959 §4.2 multi-line form included) from any
+/// buffered stream; `None` when the server closed the connection.
+pub async fn read_reply_from<R: AsyncBufRead + Unpin>(reader: &mut R) -> Option<RawReply> {
+    let first = read_line(reader).await?;
+    let code: u16 = first.get(..3)?.parse().ok()?;
+    let mut text = first.get(4..).unwrap_or_default().to_owned();
+    if first.as_bytes().get(3) == Some(&b'-') {
+        let end = format!("{code} ");
+        loop {
+            let line = read_line(reader).await?;
+            if let Some(last) = line.strip_prefix(&end) {
+                text.push('\n');
+                text.push_str(last);
+                break;
+            }
+            text.push('\n');
+            text.push_str(&line);
+        }
+    }
+    Some(RawReply { code, text })
+}
+
+async fn read_line<R: AsyncBufRead + Unpin>(reader: &mut R) -> Option<String> {
+    let mut buf = Vec::new();
+    let n = reader.read_until(b'\n', &mut buf).await.ok()?;
+    if n == 0 {
+        return None;
+    }
+    while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        buf.pop();
+    }
+    Some(String::from_utf8_lossy(&buf).into_owned())
 }
