@@ -16,7 +16,7 @@ use tracing::{error, info};
 #[command(
     name = "ftpbridge",
     version,
-    about = "FTP/FTPS front end for SFTP storage"
+    about = "FTP/FTPS front end for SFTP and WebDAV storage"
 )]
 struct Cli {
     /// Log line format (the level comes from RUST_LOG, default "info").

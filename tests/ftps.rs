@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::ftps::{FtpsControl, all_versions, client_config};
+use common::pki::TestPki;
 use common::proxy::{Fixture, PASSWORD, TEST_TIMEOUT, random_bytes, sha256, sha256_file};
 use common::raw::RawFtp;
-use common::webdav::TestPki;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 

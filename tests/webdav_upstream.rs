@@ -728,3 +728,63 @@ async fn mfmt_and_site_chmod_are_502_and_stou_stores_a_new_file_on_nginx() {
 async fn mfmt_and_site_chmod_are_502_and_stou_stores_a_new_file_on_apache() {
     attribute_commands_get_clear_replies(Flavor::Apache).await;
 }
+
+async fn lftp_and_ftplib_work_on(flavor: Flavor) {
+    let fx = Fixture::start(flavor).await;
+    let local = tempfile::tempdir().unwrap();
+    let content = random_bytes(2_500_000, 61);
+    let source = local.path().join("lf.bin");
+    std::fs::write(&source, &content).unwrap();
+    let back = local.path().join("back.bin");
+    let port = fx.proxy.addr.port().to_string();
+    let login = format!("alice,{PASSWORD}");
+    let script = format!(
+        "set cmd:fail-exit yes; set net:max-retries 1; mkdir dir; put {} -o dir/lf.bin; get dir/lf.bin -o {}; mv dir/lf.bin dir/moved.bin; cls -1 dir; quit",
+        path_str(&source),
+        path_str(&back)
+    );
+    let listing = run_ok(
+        "lftp",
+        &["-u", &login, "-p", &port, "-e", &script, "127.0.0.1"],
+    )
+    .await;
+    assert_eq!(String::from_utf8_lossy(&listing).trim(), "dir/moved.bin");
+    assert_eq!(
+        sha256_file(&fx.alice_dir().join("dir/moved.bin")),
+        sha256(&content)
+    );
+    assert_eq!(sha256_file(&back), sha256(&content));
+
+    let script = r#"
+import ftplib, io, sys
+ftp = ftplib.FTP()
+ftp.connect("127.0.0.1", int(sys.argv[1]), timeout=30)
+ftp.login("alice", sys.argv[2])
+data = b"R&D report\n" * 50000
+ftp.storbinary("STOR R&D report.txt", io.BytesIO(data))
+assert ftp.size("R&D report.txt") == len(data)
+out = io.BytesIO()
+ftp.retrbinary("RETR R&D report.txt", out.write, rest=11)
+assert out.getvalue() == data[11:]
+facts = dict(ftp.mlsd())
+assert facts["R&D report.txt"]["type"] == "file", facts
+lines = []
+ftp.retrlines("RETR R&D report.txt", lines.append)
+assert len(lines) == 50000 and lines[0] == "R&D report"
+ftp.delete("R&D report.txt")
+print(sorted(ftp.nlst()))
+ftp.quit()
+"#;
+    let out = run_ok("python3", &["-c", script, &port, PASSWORD]).await;
+    assert_eq!(String::from_utf8_lossy(&out).trim(), "['dir']");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lftp_and_python_ftplib_work_on_nginx() {
+    lftp_and_ftplib_work_on(Flavor::Nginx).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lftp_and_python_ftplib_work_on_apache() {
+    lftp_and_ftplib_work_on(Flavor::Apache).await;
+}

@@ -57,7 +57,11 @@ pub fn upstream_reply(err: &UpstreamError, phase: Phase) -> (Reply, bool) {
         ),
     };
     let close = code == 421;
-    (Reply::new(code, text), close)
+    let reply = match err.hint() {
+        Some(hint) => Reply::new(code, format!("{text} {hint}")),
+        None => Reply::new(code, text),
+    };
+    (reply, close)
 }
 
 #[cfg(test)]
@@ -103,5 +107,25 @@ mod tests {
     #[test]
     fn unsupported_operations_are_502() {
         assert_eq!(code(ErrorKind::Unsupported, Phase::FileAction), 502);
+    }
+}
+
+#[cfg(test)]
+mod hint_tests {
+    use super::*;
+
+    #[test]
+    fn a_hint_follows_the_standard_text_and_the_detail_stays_private() {
+        let err = UpstreamError::new(ErrorKind::Unsupported)
+            .with_detail("PUT https://internal.example/x returned 501")
+            .with_hint("WebDAV cannot append to a file.");
+        let (reply, _) = upstream_reply(&err, Phase::Opening);
+        assert_eq!(reply.code(), 502);
+        assert!(
+            reply.text().ends_with("WebDAV cannot append to a file."),
+            "{}",
+            reply.text()
+        );
+        assert!(!reply.text().contains("internal.example"));
     }
 }

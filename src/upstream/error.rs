@@ -82,6 +82,9 @@ type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub struct UpstreamError {
     kind: ErrorKind,
     detail: Option<String>,
+    /// Text written for the FTP client (the detail may hold URLs or host
+    /// names that are not the client's business, so it stays in the log).
+    hint: Option<String>,
     source: Option<BoxError>,
 }
 
@@ -90,6 +93,7 @@ impl UpstreamError {
         UpstreamError {
             kind,
             detail: None,
+            hint: None,
             source: None,
         }
     }
@@ -98,6 +102,16 @@ impl UpstreamError {
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());
         self
+    }
+
+    /// Adds a sentence the FTP client sees after the reply's standard text.
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn hint(&self) -> Option<&str> {
+        self.hint.as_deref()
     }
 
     pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {

@@ -4,9 +4,12 @@
 //! - [`sshd`]: a real OpenSSH sshd + sftp-server on 127.0.0.1 (upstream for SFTP tests).
 //! - [`proxy`]: the proxy in-process on 127.0.0.1:0, test configs, byte helpers.
 //! - [`raw`]: a bare control connection for exact reply codes.
+//! - [`pki`]: a test CA and the certificates it issues.
+//! - [`ftps`]: an FTPS control connection with rustls as the client.
 //! - [`webdav`]: real nginx and Apache WebDAV servers (upstreams for WebDAV tests).
 
 pub mod ftps;
+pub mod pki;
 pub mod proxy;
 pub mod raw;
 pub mod sshd;

@@ -15,11 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
-};
 use tempfile::TempDir;
+
+pub use super::pki::TestPki;
 
 /// The service account in every server's password file (`auth = "basic"`).
 pub const SERVICE_USER: &str = "svc";
@@ -33,61 +31,6 @@ const START_ATTEMPTS: u32 = 5;
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const HINT: &str =
     "run `scripts/test.sh` (as root) to install nginx, libnginx-mod-http-dav-ext, apache2";
-
-/// A test certificate authority and what it issued, as PEM files.
-pub struct TestPki {
-    /// The CA certificate: what `ca_file` points to.
-    pub ca: PathBuf,
-    /// Server certificate for `127.0.0.1` and `localhost`, and its key.
-    pub server_cert: PathBuf,
-    pub server_key: PathBuf,
-    /// A client certificate (mutual TLS), and its key.
-    pub client_cert: PathBuf,
-    pub client_key: PathBuf,
-}
-
-impl TestPki {
-    /// Generates a CA, a server and a client certificate into `dir`.
-    pub fn generate(dir: &Path) -> TestPki {
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "ftpbridge test CA");
-        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca_key = KeyPair::generate().expect("CA key");
-        let ca = CertifiedIssuer::self_signed(ca_params, ca_key).expect("self-sign the CA");
-
-        let issue = |names: Vec<String>, usage: ExtendedKeyUsagePurpose| {
-            let mut params = CertificateParams::new(names).expect("leaf params");
-            params.extended_key_usages = vec![usage];
-            let key = KeyPair::generate().expect("leaf key");
-            let cert = params.signed_by(&key, &ca).expect("sign the leaf");
-            (cert.pem(), key.serialize_pem())
-        };
-        let (server_cert, server_key) = issue(
-            vec!["127.0.0.1".into(), "localhost".into()],
-            ExtendedKeyUsagePurpose::ServerAuth,
-        );
-        let (client_cert, client_key) = issue(
-            vec!["ftpbridge".into()],
-            ExtendedKeyUsagePurpose::ClientAuth,
-        );
-
-        let write = |name: &str, text: &str| {
-            let path = dir.join(name);
-            fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-            path
-        };
-        TestPki {
-            ca: write("ca.pem", &ca.pem()),
-            server_cert: write("server.pem", &server_cert),
-            server_key: write("server.key", &server_key),
-            client_cert: write("client.pem", &client_cert),
-            client_key: write("client.key", &client_key),
-        }
-    }
-}
 
 /// Which server, with which options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -412,9 +412,9 @@ impl Upstream for WebDavUpstream {
             WriteMode::CreateNew => request = request.header(header::IF_NONE_MATCH, "*"),
             WriteMode::Truncate => {}
             WriteMode::Append | WriteMode::Resume(_) => {
-                return Err(UpstreamError::new(ErrorKind::Unsupported).with_detail(
-                    "WebDAV PUT replaces whole files; appending or resuming an upload is not supported",
-                ));
+                return Err(UpstreamError::new(ErrorKind::Unsupported)
+                    .with_detail("WebDAV PUT replaces whole files; appending or resuming an upload is not supported")
+                    .with_hint("This storage (WebDAV) cannot append to a file or resume an upload; upload the whole file."));
             }
         }
         // Some servers create missing parents on PUT (nginx with
@@ -512,7 +512,8 @@ impl Upstream for WebDavUpstream {
     async fn set_attributes(&self, path: &RemotePath, attrs: &SetAttributes) -> Result<()> {
         if attrs.size.is_some() || attrs.permissions.is_some() {
             return Err(UpstreamError::new(ErrorKind::Unsupported)
-                .with_detail("WebDAV has no way to truncate a file or change its permissions"));
+                .with_detail("WebDAV has no way to truncate a file or change its permissions")
+                .with_hint("This storage (WebDAV) has no file permissions or sizes to set."));
         }
         let Some(mtime) = attrs.modified else {
             return Ok(());
@@ -529,9 +530,11 @@ impl Upstream for WebDavUpstream {
         let response = self.client.send(request).await?;
         let status = response.status();
         let refused = |why: String| {
-            UpstreamError::new(ErrorKind::Unsupported).with_detail(format!(
-                "the server does not let clients set the modification time ({why})"
-            ))
+            UpstreamError::new(ErrorKind::Unsupported)
+                .with_detail(format!(
+                    "the server does not let clients set the modification time ({why})"
+                ))
+                .with_hint("This storage does not let clients set modification times.")
         };
         match status {
             StatusCode::MULTI_STATUS => {
