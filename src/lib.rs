@@ -5,14 +5,17 @@
 //! [`server::run`]; tests call [`server::run`] directly with listeners bound
 //! on port 0.
 
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod ftp;
 pub mod obs;
+pub mod reload;
 pub mod secret;
 pub mod server;
+pub mod state;
 pub mod tls;
 pub mod upstream;
 
-pub use server::{BoundListener, bind_all, run};
+pub use server::{BoundListener, RunOptions, bind_all, run, run_with};

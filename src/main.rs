@@ -19,9 +19,10 @@ use tracing::{error, info};
     about = "FTP/FTPS front end for SFTP and WebDAV storage"
 )]
 struct Cli {
-    /// Log line format (the level comes from RUST_LOG, default "info").
-    #[arg(long, value_enum, default_value = "text", global = true)]
-    log_format: LogFormat,
+    /// Log line format; overrides `[logging] format` (the level comes from
+    /// RUST_LOG, else `[logging] level`).
+    #[arg(long, value_enum, global = true)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -41,6 +42,11 @@ enum Command {
     },
     /// Read a password (prompt, or first line of stdin) and print its argon2id hash.
     HashPassword,
+    /// GET an http:// URL and exit 0 on a 2xx answer (for container health checks).
+    Probe {
+        /// e.g. http://127.0.0.1:9180/readyz
+        url: String,
+    },
     /// Run the proxy in front of an embedded SFTP server (user demo, password demo).
     Demo {
         /// Where the FTP listener binds.
@@ -60,12 +66,11 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(&config),
         Command::HashPassword => hash_password(),
-        Command::Run { config } => {
-            init_logging(cli.log_format);
-            with_runtime(run(config))
-        }
+        Command::Run { config } => with_runtime(run(config, cli.log_format)),
+        Command::Probe { url } => probe(&url),
         Command::Demo { listen, dir, tls } => {
-            init_logging(cli.log_format);
+            // Kept alive for the whole run: it owns the log writer.
+            let _log = init_logging(cli.log_format.unwrap_or(LogFormat::Text), "info");
             with_runtime(demo(listen, dir, tls))
         }
     }
@@ -139,14 +144,18 @@ fn hash_password() -> ExitCode {
     }
 }
 
-async fn run(path: PathBuf) -> ExitCode {
+async fn run(path: PathBuf, log_format: Option<LogFormat>) -> ExitCode {
     let config = match config::load(&path) {
         Ok(config) => Arc::new(config),
         Err(e) => {
-            error!("{}: {e}", path.display());
+            eprintln!("{}: {e}", path.display());
             return ExitCode::FAILURE;
         }
     };
+    let log = init_logging(
+        log_format.unwrap_or(config.logging.format),
+        &config.logging.level,
+    );
     let listeners = match ftpbridge::bind_all(&config).await {
         Ok(listeners) => listeners,
         Err(e) => {
@@ -154,7 +163,12 @@ async fn run(path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match ftpbridge::run(config, listeners, shutdown_signal()).await {
+    let options = ftpbridge::RunOptions {
+        config_path: Some(path),
+        admin: None,
+        log,
+    };
+    match ftpbridge::run_with(options, config, listeners, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");
@@ -197,6 +211,50 @@ async fn demo(listen: SocketAddr, dir: Option<PathBuf>, tls: bool) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A minimal HTTP/1.0 GET, so a container image needs no curl for its
+/// health check.
+fn probe(url: &str) -> ExitCode {
+    use std::io::{Read, Write};
+    let Some(rest) = url.strip_prefix("http://") else {
+        eprintln!("ftpbridge probe: only http:// URLs are supported");
+        return ExitCode::FAILURE;
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(slash) => (&rest[..slash], &rest[slash..]),
+        None => (rest, "/"),
+    };
+    let answer = (|| -> std::io::Result<String> {
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(authority)?
+            .next()
+            .ok_or_else(|| std::io::Error::other("no address"))?;
+        let timeout = std::time::Duration::from_secs(5);
+        let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n")?;
+        let mut response = String::new();
+        stream.take(4096).read_to_string(&mut response)?;
+        Ok(response)
+    })();
+    match answer {
+        Ok(response)
+            if response
+                .split_whitespace()
+                .nth(1)
+                .is_some_and(|code| code.starts_with('2')) =>
+        {
+            ExitCode::SUCCESS
+        }
+        Ok(response) => {
+            eprintln!("{}", response.lines().next().unwrap_or("no answer"));
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("ftpbridge probe: {e}");
             ExitCode::FAILURE
         }
     }

@@ -3,10 +3,13 @@
 //! [`run`] receives already-bound listeners and a shutdown future (as
 //! mini-redis's `server::run` does), so tests run the real server in-process
 //! on port 0. On shutdown: listeners close at once, idle sessions get 421,
-//! running transfers may finish within `server.shutdown_grace`, then whatever
-//! is left is stopped (unfinished uploads undo themselves).
+//! readiness turns false, running transfers may finish within
+//! `shutdown.drain_timeout`, then whatever is left is stopped (unfinished
+//! uploads undo themselves). [`run_with`] adds config reload and the admin
+//! endpoint.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -18,11 +21,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::auth::PasswordChecker;
 use crate::config::{ListenerConfig, RuntimeConfig};
-use crate::ftp::passive::PassivePorts;
 use crate::ftp::{SessionContext, serve};
-use crate::tls::CertStore;
+use crate::obs::LogControl;
+use crate::obs::metrics::{ListenerLabels, ReasonLabels};
+use crate::state::Shared;
 
 /// How long to wait after an accept error (e.g. out of file descriptors)
 /// before trying again, so the loop does not spin.
@@ -44,8 +47,13 @@ impl BoundListener {
 pub enum ServerError {
     #[error("the configuration has no [[listeners]]")]
     NoListeners,
-    #[error("listener {listener}: {message}")]
-    Tls { listener: String, message: String },
+    #[error("{0}")]
+    Setup(String),
+    #[error("admin.bind: cannot listen on {addr}: {source}")]
+    AdminBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("listeners[{index}].bind: cannot listen on {addr}: {source}")]
     Bind {
         index: usize,
@@ -77,59 +85,81 @@ pub async fn bind_all(config: &RuntimeConfig) -> Result<Vec<BoundListener>, Serv
     Ok(bound)
 }
 
+/// Settings of a run that do not come from the config.
+#[derive(Default)]
+pub struct RunOptions {
+    /// The file to reload from on SIGHUP or when it changes; without it a
+    /// reload re-applies the running config (re-reading certificates).
+    pub config_path: Option<PathBuf>,
+    /// An already-bound admin listener (tests bind port 0); otherwise
+    /// `[admin] bind` is bound when configured.
+    pub admin: Option<TcpListener>,
+    /// Lets reloads change the log level.
+    pub log: Option<LogControl>,
+}
+
 /// Serves `listeners` until `shutdown` completes, then drains.
 pub async fn run(
     config: Arc<RuntimeConfig>,
     listeners: Vec<BoundListener>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
+    run_with(RunOptions::default(), config, listeners, shutdown).await
+}
+
+/// [`run`] with reload, admin and logging options.
+pub async fn run_with(
+    options: RunOptions,
+    config: Arc<RuntimeConfig>,
+    listeners: Vec<BoundListener>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
     crate::tls::install_default_provider();
-    let mut cert_stores = Vec::new();
-    let mut listener_tls = Vec::with_capacity(listeners.len());
-    for listener in &listeners {
-        let tls = match &listener.config.tls {
-            None => None,
-            Some(tls) => {
-                let error = |message: String| ServerError::Tls {
-                    listener: listener.config.name.clone(),
-                    message,
-                };
-                let store = CertStore::load(&tls.cert, &tls.key).map_err(error)?;
-                cert_stores.push(store.clone());
-                Some(crate::tls::base_server_config(store).map_err(error)?)
-            }
-        };
-        listener_tls.push(tls);
+    let shared = Shared::new((*config).clone(), options.log).map_err(ServerError::Setup)?;
+    let _reloader = crate::reload::spawn(shared.clone(), options.config_path);
+
+    let stop_admin = CancellationToken::new();
+    let admin = match (options.admin, &config.admin) {
+        (Some(listener), _) => Some(listener),
+        (None, Some(settings)) => {
+            Some(TcpListener::bind(settings.bind).await.map_err(|source| {
+                ServerError::AdminBind {
+                    addr: settings.bind,
+                    source,
+                }
+            })?)
+        }
+        (None, None) => None,
+    };
+    if let Some(listener) = admin {
+        if let Ok(addr) = listener.local_addr() {
+            info!(%addr, "admin endpoint listening (/metrics, /healthz, /readyz)");
+        }
+        tokio::spawn(crate::admin::serve(
+            listener,
+            shared.clone(),
+            stop_admin.clone(),
+        ));
     }
-    // Certificates rotate on SIGHUP and when their files change.
-    let _reloader = (!cert_stores.is_empty()).then(|| crate::tls::reload::spawn(cert_stores));
 
     let stop_accepting = CancellationToken::new();
     let stop_everything = CancellationToken::new();
     let sessions = TaskTracker::new();
     let admission = Arc::new(Semaphore::new(config.server.max_sessions));
-    let passwords = PasswordChecker::default();
     let next_id = Arc::new(AtomicU64::new(1));
 
     let mut acceptors = Vec::with_capacity(listeners.len());
-    for (listener, tls) in listeners.into_iter().zip(listener_tls) {
+    for listener in listeners {
         match listener.local_addr() {
             Ok(addr) => info!(listener = %listener.config.name, %addr, "listening"),
             Err(e) => {
                 warn!(listener = %listener.config.name, error = %e, "listener has no address")
             }
         }
-        let ctx = SessionContext {
-            config: config.clone(),
-            passive_ports: Arc::new(PassivePorts::new(listener.config.passive_ports.clone())),
-            listener: listener.config.clone(),
-            passwords: passwords.clone(),
-            shutdown: stop_accepting.clone(),
-            tls,
-        };
         let acceptor = Acceptor {
+            name: listener.config.name.clone(),
             socket: listener.socket,
-            ctx,
+            shared: shared.clone(),
             sessions: sessions.clone(),
             admission: admission.clone(),
             stop_accepting: stop_accepting.clone(),
@@ -140,28 +170,32 @@ pub async fn run(
     }
 
     shutdown.await;
+    // Readiness turns false first, so load balancers stop sending clients.
+    shared.stop_accepting();
     info!("shutdown requested: no new sessions; idle sessions are closed");
     stop_accepting.cancel();
     for acceptor in acceptors {
         let _ = acceptor.await;
     }
     sessions.close();
-    let grace = config.server.shutdown_grace;
-    if tokio::time::timeout(grace, sessions.wait()).await.is_err() {
+    let drain = shared.config().shutdown.drain_timeout;
+    if tokio::time::timeout(drain, sessions.wait()).await.is_err() {
         warn!(
             remaining = sessions.len(),
-            "transfers still running after the shutdown grace period; stopping them"
+            "transfers still running after the drain timeout; stopping them"
         );
         stop_everything.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), sessions.wait()).await;
     }
+    stop_admin.cancel();
     info!("shutdown complete");
     Ok(())
 }
 
 struct Acceptor {
+    name: String,
     socket: TcpListener,
-    ctx: SessionContext,
+    shared: Arc<Shared>,
     sessions: TaskTracker,
     admission: Arc<Semaphore>,
     stop_accepting: CancellationToken,
@@ -179,28 +213,60 @@ impl Acceptor {
             match accepted {
                 Ok((stream, peer)) => self.admit(stream, peer),
                 Err(e) => {
-                    error!(listener = %self.ctx.listener.name, error = %e, "accept failed");
+                    error!(listener = %self.name, error = %e, "accept failed");
                     tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
                 }
             }
         }
     }
 
+    /// The context for a new session: this listener's settings as of now.
+    fn context(&self) -> Option<SessionContext> {
+        let state = self.shared.listener(&self.name)?;
+        Some(SessionContext {
+            shared: self.shared.clone(),
+            listener: state.config.clone(),
+            passive_ports: state.passive_ports.clone(),
+            tls: state.tls.clone(),
+            shutdown: self.stop_accepting.clone(),
+        })
+    }
+
     fn admit(&self, stream: TcpStream, peer: SocketAddr) {
+        let labels = ListenerLabels {
+            listener: self.name.clone(),
+        };
         let Ok(permit) = self.admission.clone().try_acquire_owned() else {
-            warn!(%peer, listener = %self.ctx.listener.name, "session limit reached; refusing connection");
+            warn!(%peer, listener = %self.name, "session limit reached; refusing connection");
+            self.shared
+                .metrics
+                .sessions_refused
+                .get_or_create(&ReasonLabels {
+                    listener: self.name.clone(),
+                    reason: "session_limit",
+                })
+                .inc();
+            self.sessions.spawn(refuse(stream));
+            return;
+        };
+        let Some(ctx) = self.context() else {
+            error!(listener = %self.name, "listener state missing; refusing connection");
             self.sessions.spawn(refuse(stream));
             return;
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let ctx = self.ctx.clone();
         let stop = self.stop_everything.clone();
+        let metrics = self.shared.metrics.clone();
+        metrics.sessions.get_or_create(&labels).inc();
         self.sessions.spawn(async move {
             let _permit = permit;
+            let active = metrics.sessions_active.get_or_create(&labels).clone();
+            active.inc();
             tokio::select! {
                 _ = serve(stream, peer, ctx, id) => {}
                 _ = stop.cancelled() => {}
             }
+            active.dec();
         });
     }
 }

@@ -293,58 +293,6 @@ fn run_with_a_port_in_use_fails_naming_the_listener() {
     assert!(stderr.contains("listeners[0].bind"), "{stderr}");
 }
 
-/// docker/compose.yaml runs the shipped proxy.toml with environment overrides;
-/// that combination must be a valid configuration.
-#[test]
-fn the_docker_compose_environment_with_proxy_toml_passes_check() {
-    let compose = std::fs::read_to_string(repo_file("docker/compose.yaml")).unwrap();
-    let substitutions = [
-        (
-            "${SFTP_HOST_KEY}",
-            "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s",
-        ),
-        ("${PASSIVE_ADDRESS}", "127.0.0.1"),
-        ("${SVC_FTP_PASSWORD}", "generated"),
-    ];
-    let env: Vec<(String, String)> = compose
-        .lines()
-        .filter_map(|line| line.trim().split_once(": "))
-        .filter(|(key, _)| key.starts_with("FTPBRIDGE__"))
-        .map(|(key, value)| {
-            let value = substitutions
-                .iter()
-                .fold(value.to_owned(), |v, (from, to)| v.replace(from, to));
-            assert!(
-                !value.contains("${"),
-                "unsubstituted variable in {key}: {value}"
-            );
-            (key.to_owned(), value)
-        })
-        .collect();
-    assert!(
-        env.len() >= 5,
-        "compose.yaml sets the upstream overrides: {env:?}"
-    );
-    let output = Command::new(BIN)
-        .args(["check", "--config", &repo_file("proxy.toml")])
-        .envs(env)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    // The image publishes the passive range proxy.toml configures.
-    let dockerfile = std::fs::read_to_string(repo_file("docker/Dockerfile")).unwrap();
-    assert!(dockerfile.contains("EXPOSE 2121 50000-50100"));
-    assert!(
-        std::fs::read_to_string(repo_file("proxy.toml"))
-            .unwrap()
-            .contains("passive_ports = \"50000-50100\"")
-    );
-}
-
 #[test]
 fn demo_with_tls_serves_ftps_with_its_generated_certificate() {
     let addr = free_port();
@@ -390,4 +338,150 @@ fn demo_with_tls_serves_ftps_with_its_generated_certificate() {
         b"sent over TLS"
     );
     assert!(running.terminate().success());
+}
+
+/// What `curl` prints for `url`, or why it failed.
+fn http_get(url: &str) -> String {
+    String::from_utf8_lossy(&curl(&[url])).into_owned()
+}
+
+/// Polls the admin endpoint until `ftpbridge_config_reloads_total{result="ok"}` reaches `count`.
+fn wait_for_reloads(admin: SocketAddr, count: f64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = http_get(&format!("http://{admin}/metrics"));
+        let reloads = metrics.lines().find_map(|line| {
+            line.strip_prefix("ftpbridge_config_reloads_total{result=\"ok\"} ")?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        });
+        if reloads.is_some_and(|n| n >= count) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never reloaded {count} times:\n{metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_for_file_lines(path: &Path, count: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.lines().count() >= count {
+            return text.lines().map(str::to_owned).collect();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never had {count} lines: {text:?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Log rotation as logrotate does it (rename, then SIGHUP), a log level
+/// raised by editing the file, and the health probe a container runs.
+#[test]
+fn sighup_reopens_the_transfer_log_and_an_edit_changes_the_log_level() {
+    let sshd = Sshd::start();
+    let addr = free_port();
+    let admin = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let xferlog = dir.path().join("xferlog");
+    let body = alice_config(&sshd, "", "")
+        .replace("bind = \"127.0.0.1:0\"", &format!("bind = \"{addr}\""));
+    std::fs::write(sshd.data_dir().join("alice/hello.txt"), b"hello\n").unwrap();
+    let with_level = |level: &str| {
+        format!(
+            "[admin]\nbind = \"{admin}\"\n\n[logging]\nlevel = \"{level}\"\nxferlog = \"{}\"\n{body}",
+            xferlog.display()
+        )
+    };
+    let config = dir.path().join("proxy.toml");
+    std::fs::write(&config, with_level("warn")).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+    let running = Running(child);
+    wait_for_port(addr);
+    wait_for_port(admin);
+    let url = format!(
+        "ftp://alice:{}@{addr}/hello.txt",
+        PASSWORD.replace(' ', "%20")
+    );
+
+    assert_eq!(curl(&[&url]), b"hello\n");
+    assert_eq!(wait_for_file_lines(&xferlog, 1).len(), 1);
+
+    // logrotate: rename the file, then SIGHUP; the next transfer opens a new file.
+    std::fs::rename(&xferlog, dir.path().join("xferlog.1")).unwrap();
+    let hup = Command::new("kill")
+        .args(["-HUP", &running.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    wait_for_reloads(admin, 1.0);
+    assert_eq!(curl(&[&url]), b"hello\n");
+    let lines = wait_for_file_lines(&xferlog, 1);
+    assert!(
+        lines[0].contains(" /hello.txt b _ o r alice ftp 0 * c"),
+        "{lines:?}"
+    );
+
+    // Raising the level by editing the file (written aside, renamed over).
+    let staged = dir.path().join("proxy.toml.new");
+    std::fs::write(&staged, with_level("info")).unwrap();
+    std::fs::rename(&staged, &config).unwrap();
+    wait_for_reloads(admin, 2.0);
+    assert_eq!(curl(&[&url]), b"hello\n");
+
+    // The container health check: exit 0 when ready, non-zero otherwise.
+    let probe = |path: &str| {
+        Command::new(BIN)
+            .args(["probe", &format!("http://{admin}{path}")])
+            .output()
+            .unwrap()
+    };
+    assert!(probe("/readyz").status.success());
+    let missing = probe("/no-such-page");
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("404"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+    let unreachable = Command::new(BIN)
+        .args(["probe", &format!("http://{}/readyz", free_port())])
+        .output()
+        .unwrap();
+    assert!(!unreachable.status.success());
+
+    let status = running.terminate();
+    assert!(status.success(), "run exited with {status}");
+    let lines = reader.join().unwrap();
+    let logins = lines
+        .iter()
+        .filter(|line| line.contains("login succeeded"))
+        .count();
+    assert_eq!(
+        logins,
+        1,
+        "only the login after the level was raised to info is logged:\n{}",
+        lines.join("\n")
+    );
 }

@@ -350,7 +350,7 @@ async fn shutdown_tells_idle_sessions_421() {
 }
 
 #[tokio::test]
-async fn a_transfer_still_running_after_the_shutdown_grace_is_stopped_and_undone() {
+async fn a_transfer_still_running_after_the_drain_timeout_is_stopped_and_undone() {
     let fx = Fixture::start().await;
     let (mut raw, _) = RawFtp::connect(fx.proxy.addr).await;
     raw.login("alice", PASSWORD).await;
@@ -370,7 +370,7 @@ async fn a_transfer_still_running_after_the_shutdown_grace_is_stopped_and_undone
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // The client keeps the data connection open: only the grace (2s) ends it.
+    // The client keeps the data connection open: only the drain timeout (2s) ends it.
     let Fixture { proxy, sshd: _sshd } = fx;
     tokio::time::timeout(Duration::from_secs(30), proxy.stop())
         .await

@@ -57,7 +57,7 @@ fn user_toml(name: &str, upstream: &str, hash: bool) -> String {
 
 fn config_toml(upstreams: &str, users: &str) -> String {
     format!(
-        "[server]\nshutdown_grace = \"2s\"\n\n[[listeners]]\nname = \"test\"\nbind = \"127.0.0.1:0\"\n\n{upstreams}\n{users}"
+        "[shutdown]\ndrain_timeout = \"2s\"\n\n[[listeners]]\nname = \"test\"\nbind = \"127.0.0.1:0\"\n\n{upstreams}\n{users}"
     )
 }
 

@@ -58,7 +58,10 @@ pub mod defaults {
     use std::time::Duration;
 
     pub const MAX_SESSIONS: usize = 1000;
-    pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+    pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const READINESS_TIMEOUT: Duration = Duration::from_secs(3);
+    pub const READINESS_CACHE: Duration = Duration::from_secs(5);
+    pub const LOG_LEVEL: &str = "info";
     pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
     pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
     pub const DATA_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -79,6 +82,9 @@ pub mod defaults {
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
     pub server: ServerSettings,
+    pub admin: Option<AdminSettings>,
+    pub logging: LoggingSettings,
+    pub shutdown: ShutdownSettings,
     pub listeners: Vec<Arc<ListenerConfig>>,
     pub upstreams: HashMap<String, Arc<UpstreamConfig>>,
     pub users: HashMap<String, Arc<UserConfig>>,
@@ -88,8 +94,34 @@ pub struct RuntimeConfig {
 pub struct ServerSettings {
     /// Concurrent FTP sessions over all listeners.
     pub max_sessions: usize,
-    /// How long running transfers may go on after a shutdown request.
-    pub shutdown_grace: Duration,
+}
+
+/// `[admin]`: where /metrics, /healthz and /readyz are served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    pub bind: SocketAddr,
+    /// How long /readyz waits for each upstream.
+    pub readiness_timeout: Duration,
+    /// How long a readiness answer is reused, so probes do not hammer upstreams.
+    pub readiness_cache: Duration,
+}
+
+/// `[logging]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggingSettings {
+    pub format: crate::obs::LogFormat,
+    /// An `EnvFilter` directive ("info", "ftpbridge=debug,russh=warn");
+    /// `RUST_LOG`, when set, wins. Changes apply on reload.
+    pub level: String,
+    /// A wu-ftpd xferlog file: one line per completed or failed transfer.
+    pub xferlog: Option<PathBuf>,
+}
+
+/// `[shutdown]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShutdownSettings {
+    /// How long running transfers may go on after SIGTERM/SIGINT.
+    pub drain_timeout: Duration,
 }
 
 /// Where PASV/EPSV tell clients to connect.

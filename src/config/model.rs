@@ -15,6 +15,11 @@ use crate::secret::Secret;
 pub struct RawConfig {
     #[serde(default)]
     pub server: RawServer,
+    pub admin: Option<RawAdmin>,
+    #[serde(default)]
+    pub logging: RawLogging,
+    #[serde(default)]
+    pub shutdown: RawShutdown,
     #[serde(default)]
     pub listeners: Vec<RawListener>,
     #[serde(default)]
@@ -27,7 +32,31 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     pub max_sessions: Option<usize>,
-    pub shutdown_grace: Option<String>,
+}
+
+/// `[admin]`: the HTTP listener for /metrics, /healthz and /readyz.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub bind: String,
+    pub readiness_timeout: Option<String>,
+    pub readiness_cache: Option<String>,
+}
+
+/// `[logging]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogging {
+    pub format: Option<String>,
+    pub level: Option<String>,
+    pub xferlog: Option<PathBuf>,
+}
+
+/// `[shutdown]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShutdown {
+    pub drain_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -9,11 +9,14 @@ use std::time::Duration;
 
 use tracing::warn;
 
-use super::model::{RawConfig, RawListener, RawServer, RawUpstream, RawUser};
+use super::model::{
+    RawAdmin, RawConfig, RawListener, RawLogging, RawServer, RawShutdown, RawUpstream, RawUser,
+};
 use super::{
-    Backend, CloseNotifyPolicy, ConfigError, ListenerConfig, ListenerTls, PassiveAddress,
-    ResumptionPolicy, RuntimeConfig, ServerSettings, TlsMode, TlsRequirement, UpstreamAuth,
-    UpstreamConfig, UserConfig, defaults, human,
+    AdminSettings, Backend, CloseNotifyPolicy, ConfigError, ListenerConfig, ListenerTls,
+    LoggingSettings, PassiveAddress, ResumptionPolicy, RuntimeConfig, ServerSettings,
+    ShutdownSettings, TlsMode, TlsRequirement, UpstreamAuth, UpstreamConfig, UserConfig, defaults,
+    human,
 };
 use crate::secret::Secret;
 use crate::upstream::RemotePath;
@@ -28,11 +31,17 @@ type Result<T> = std::result::Result<T, ConfigError>;
 
 pub fn validate(raw: RawConfig) -> Result<RuntimeConfig> {
     let server = server(&raw.server)?;
+    let admin = admin(raw.admin.as_ref())?;
+    let logging = logging(&raw.logging)?;
+    let shutdown = shutdown(&raw.shutdown)?;
     let listeners = listeners(&raw.listeners)?;
     let upstreams = upstreams(&raw.upstreams)?;
     let users = users(&raw.users, &upstreams)?;
     Ok(RuntimeConfig {
         server,
+        admin,
+        logging,
+        shutdown,
         listeners,
         upstreams,
         users,
@@ -54,12 +63,78 @@ fn server(raw: &RawServer) -> Result<ServerSettings> {
             "must be at least 1",
         ));
     }
-    Ok(ServerSettings {
-        max_sessions,
-        shutdown_grace: duration(
-            "server.shutdown_grace".into(),
-            raw.shutdown_grace.as_ref(),
-            defaults::SHUTDOWN_GRACE,
+    Ok(ServerSettings { max_sessions })
+}
+
+fn admin(raw: Option<&RawAdmin>) -> Result<Option<AdminSettings>> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let bind = raw.bind.trim().parse().map_err(|_| {
+        ConfigError::new(
+            "admin.bind",
+            format!(
+                "{:?} is not an IP:port address (e.g. \"127.0.0.1:9180\")",
+                raw.bind
+            ),
+        )
+    })?;
+    Ok(Some(AdminSettings {
+        bind,
+        readiness_timeout: duration(
+            "admin.readiness_timeout".into(),
+            raw.readiness_timeout.as_ref(),
+            defaults::READINESS_TIMEOUT,
+        )?,
+        readiness_cache: duration(
+            "admin.readiness_cache".into(),
+            raw.readiness_cache.as_ref(),
+            defaults::READINESS_CACHE,
+        )?,
+    }))
+}
+
+fn logging(raw: &RawLogging) -> Result<LoggingSettings> {
+    let format = match raw.format.as_deref().unwrap_or("text") {
+        "text" => crate::obs::LogFormat::Text,
+        "json" => crate::obs::LogFormat::Json,
+        other => {
+            return Err(ConfigError::new(
+                "logging.format",
+                format!("{other:?} is not \"text\" or \"json\""),
+            ));
+        }
+    };
+    let level = raw
+        .level
+        .clone()
+        .unwrap_or_else(|| defaults::LOG_LEVEL.to_owned());
+    tracing_subscriber::EnvFilter::try_new(&level)
+        .map_err(|e| ConfigError::new("logging.level", format!("{level:?}: {e}")))?;
+    if let Some(path) = &raw.xferlog {
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+        if let Some(dir) = parent
+            && !dir.is_dir()
+        {
+            return Err(ConfigError::new(
+                "logging.xferlog",
+                format!("{} is not a directory", dir.display()),
+            ));
+        }
+    }
+    Ok(LoggingSettings {
+        format,
+        level,
+        xferlog: raw.xferlog.clone(),
+    })
+}
+
+fn shutdown(raw: &RawShutdown) -> Result<ShutdownSettings> {
+    Ok(ShutdownSettings {
+        drain_timeout: duration(
+            "shutdown.drain_timeout".into(),
+            raw.drain_timeout.as_ref(),
+            defaults::DRAIN_TIMEOUT,
         )?,
     })
 }

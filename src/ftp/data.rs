@@ -14,7 +14,9 @@ use tokio::task::JoinHandle;
 use tracing::{Instrument, info, warn};
 
 use super::command::{EpsvArg, TransferType};
-use super::dataconn::{ActiveTarget, BounceRefusal, DataSetup, check_active_target};
+use super::dataconn::{
+    ActiveTarget, BounceRefusal, DataConnectionError, DataSetup, check_active_target,
+};
 use super::files::ListingShape;
 use super::listing;
 use super::passive::{PendingDataConnection, canonical};
@@ -22,10 +24,15 @@ use super::reply::Reply;
 use super::reply_map::{Phase, upstream_reply};
 use super::session::{Outcome, Session};
 use super::transfer::{self, TransferControl, TransferError};
+use prometheus_client::metrics::counter::Counter;
 use std::sync::Arc;
 
 use super::data_stream::DataStream;
+use super::path::VirtualPath;
 use crate::config::{CloseNotifyPolicy, PassiveAddress, ResumptionPolicy};
+use crate::obs::metrics::{DEFAULT_TENANT, ReasonLabels, TrafficLabels};
+use crate::obs::xferlog::{Direction as XferDirection, TransferRecord};
+use crate::state::Shared;
 use crate::upstream::upload::{Upload, UploadKind};
 use crate::upstream::{FileKind, ReadStream};
 
@@ -101,6 +108,16 @@ pub enum ListingKind {
     Machine,
 }
 
+impl Work {
+    fn direction(&self) -> &'static str {
+        match self {
+            Work::Listing(_) => "listing",
+            Work::Download(_) => "download",
+            Work::Upload(_) => "upload",
+        }
+    }
+}
+
 /// Random names tried by STOU before giving up (collisions are ~impossible).
 const UNIQUE_NAME_ATTEMPTS: usize = 5;
 
@@ -173,6 +190,7 @@ impl Session {
             Ok(()) => {}
             Err(BounceRefusal::ForeignAddress) => {
                 warn!(%target, control_peer = %self.peer, "refused PORT/EPRT to another host (FTP bounce)");
+                self.data_refusals("bounce").inc();
                 return Reply::new(
                     501,
                     "PORT/EPRT must name the address of your own control connection.",
@@ -180,6 +198,7 @@ impl Session {
             }
             Err(BounceRefusal::LowPort) => {
                 warn!(%target, min = listener.active_min_port, "refused PORT/EPRT to a privileged port");
+                self.data_refusals("bounce").inc();
                 return Reply::new(
                     504,
                     format!(
@@ -197,19 +216,37 @@ impl Session {
         Reply::new(200, "PORT command successful.")
     }
 
+    /// The counter of data connections refused on this listener for `reason`.
+    fn data_refusals(&self, reason: &'static str) -> Counter {
+        self.ctx
+            .shared
+            .metrics
+            .data_refusals
+            .get_or_create(&ReasonLabels {
+                listener: self.ctx.listener.name.clone(),
+                reason,
+            })
+            .clone()
+    }
+
     /// Binds a passive port on the address the client reached us on.
     async fn open_passive(&mut self) -> Result<u16, Reply> {
         self.data = None;
         let local_ip = canonical(self.local.ip());
         let listener = self.ctx.passive_ports.bind(local_ip).await.map_err(|e| {
             warn!(error = %e, listener = %self.ctx.listener.name, "no passive port available");
+            self.data_refusals("port_exhaustion").inc();
             Reply::new(425, "No passive port available; try again later.")
         })?;
-        let pending =
-            PendingDataConnection::start(listener, canonical(self.peer.ip())).map_err(|e| {
-                warn!(error = %e, "passive listener failed");
-                Reply::new(425, "Cannot open a passive port.")
-            })?;
+        let pending = PendingDataConnection::start(
+            listener,
+            canonical(self.peer.ip()),
+            self.data_refusals("policy"),
+        )
+        .map_err(|e| {
+            warn!(error = %e, "passive listener failed");
+            Reply::new(425, "Cannot open a passive port.")
+        })?;
         let port = pending.local_addr().port();
         self.data = Some(DataSetup::Passive(pending));
         Ok(port)
@@ -283,11 +320,10 @@ impl Session {
                 }
             }
         }
-        let description = format!("listing of {}", listing.path);
         self.start(
             Work::Listing(Bytes::from(body)),
             Reply::new(150, "Here comes the directory listing."),
-            description,
+            &listing.path,
         )
         .await
     }
@@ -326,12 +362,7 @@ impl Session {
                 meta.size - offset
             ),
         );
-        self.start(
-            Work::Download(stream),
-            opening,
-            format!("download of {path}"),
-        )
-        .await
+        self.start(Work::Download(stream), opening, &path).await
     }
 
     pub(super) async fn store(&mut self, arg: &[u8], kind: UploadKind) -> Outcome {
@@ -353,8 +384,7 @@ impl Session {
                 self.mode_name()
             ),
         );
-        self.start(Work::Upload(upload), opening, format!("upload of {path}"))
-            .await
+        self.start(Work::Upload(upload), opening, &path).await
     }
 
     /// STOU (RFC 959 §4.1.3, RFC 1123 §4.1.2.9): store under a new unique
@@ -382,12 +412,11 @@ impl Session {
                 Ok(upload) => {
                     let mut opening = b"FILE: ".to_vec();
                     opening.extend_from_slice(&name);
-                    let description = format!("unique upload of {path}");
                     return self
                         .start_with_note(
                             Work::Upload(upload),
                             Reply::new(150, opening),
-                            description,
+                            &path,
                             Some(name),
                         )
                         .await;
@@ -399,6 +428,27 @@ impl Session {
         Reply::new(450, "Could not find a unique file name; try again.").into()
     }
 
+    /// The report a transfer of `path` files when it ends.
+    fn transfer_report(&self, path: &VirtualPath) -> TransferReport {
+        let (user, upstream) = match self.account() {
+            Some(account) => (
+                account.user.name.clone(),
+                account.user.upstream.name.clone(),
+            ),
+            None => (String::new(), String::new()),
+        };
+        TransferReport {
+            shared: self.ctx.shared.clone(),
+            listener: self.ctx.listener.name.clone(),
+            upstream,
+            tenant: DEFAULT_TENANT.to_owned(),
+            user,
+            peer: self.peer.ip(),
+            path: path.to_bytes(),
+            ascii: self.transfer_type == TransferType::Ascii,
+        }
+    }
+
     fn mode_name(&self) -> &'static str {
         match self.transfer_type {
             TransferType::Ascii => "ASCII",
@@ -408,8 +458,8 @@ impl Session {
 
     /// Sends the 150, then hands the work to a transfer task whose final
     /// reply the session loop sends when it ends.
-    async fn start(&mut self, work: Work, opening: Reply, description: String) -> Outcome {
-        self.start_with_note(work, opening, description, None).await
+    async fn start(&mut self, work: Work, opening: Reply, path: &VirtualPath) -> Outcome {
+        self.start_with_note(work, opening, path, None).await
     }
 
     /// `unique_name`, for STOU, is repeated in the 226.
@@ -417,9 +467,11 @@ impl Session {
         &mut self,
         work: Work,
         opening: Reply,
-        description: String,
+        path: &VirtualPath,
         unique_name: Option<Vec<u8>>,
     ) -> Outcome {
+        let description = format!("{} of {path}", work.direction());
+        let report = self.transfer_report(path);
         if let Some(refusal) = self.refuse_clear_data() {
             drop_work(work);
             return refusal.into();
@@ -454,6 +506,7 @@ impl Session {
             control: control.clone(),
             description: description.clone(),
             unique_name,
+            report,
         };
         let task = run_transfer(plan).instrument(self.span.clone());
         self.active = Some(ActiveTransfer {
@@ -492,19 +545,82 @@ struct TransferPlan {
     description: String,
     /// For STOU: repeated in the 226.
     unique_name: Option<Vec<u8>>,
+    report: TransferReport,
+}
+
+/// Who moved what, for the transfer's metrics and its xferlog line.
+struct TransferReport {
+    shared: Arc<Shared>,
+    listener: String,
+    upstream: String,
+    tenant: String,
+    user: String,
+    peer: IpAddr,
+    path: Vec<u8>,
+    ascii: bool,
+}
+
+impl TransferReport {
+    fn finish(&self, direction: &'static str, result: &'static str, bytes: u64, elapsed: Duration) {
+        let metrics = &self.shared.metrics;
+        metrics.record_transfer(direction, result, elapsed);
+        let xfer_direction = match direction {
+            "download" => XferDirection::Outgoing,
+            "upload" => XferDirection::Incoming,
+            _ => return,
+        };
+        metrics
+            .bytes
+            .get_or_create(&TrafficLabels {
+                listener: self.listener.clone(),
+                upstream: self.upstream.clone(),
+                tenant: self.tenant.clone(),
+                direction,
+            })
+            .inc_by(bytes);
+        self.shared.xferlog.record(&TransferRecord {
+            finished: chrono::Utc::now(),
+            duration: elapsed,
+            remote: self.peer,
+            bytes,
+            path: self.path.clone(),
+            ascii: self.ascii,
+            direction: xfer_direction,
+            user: self.user.clone(),
+            complete: result == "ok",
+        });
+    }
+}
+
+/// Why a data connection could not be used: the client's reply, and the
+/// reason label of the refusal counter.
+struct DataRefusal {
+    reply: Reply,
+    reason: &'static str,
+}
+
+impl DataRefusal {
+    fn new(reason: &'static str, reply: Reply) -> Self {
+        DataRefusal { reply, reason }
+    }
 }
 
 /// Waits for (or opens) the data connection and, under PROT P, runs its TLS
-/// handshake and applies the resumption policy. The error is the reply.
+/// handshake and applies the resumption policy.
 async fn open_data(
     setup: DataSetup,
     connect_timeout: Duration,
     protection: Option<&DataProtection>,
     description: &str,
-) -> Result<DataStream, Reply> {
+) -> Result<DataStream, DataRefusal> {
     let tcp = setup.connection(connect_timeout).await.map_err(|e| {
         info!(%description, error = %e, "no data connection");
-        Reply::new(425, "Cannot open data connection.")
+        let reason = match e {
+            DataConnectionError::Timeout(_) => "timeout",
+            DataConnectionError::Connect(..) => "connect_failed",
+            DataConnectionError::Listener(_) => "listener_failed",
+        };
+        DataRefusal::new(reason, Reply::new(425, "Cannot open data connection."))
     })?;
     let Some(protection) = protection else {
         return Ok(DataStream::Plain(tcp));
@@ -518,14 +634,20 @@ async fn open_data(
     .await
     .map_err(|e| {
         info!(%description, error = %e, "TLS handshake on the data connection failed");
-        Reply::new(425, "TLS negotiation on the data connection failed.")
+        DataRefusal::new(
+            "tls_handshake",
+            Reply::new(425, "TLS negotiation on the data connection failed."),
+        )
     })?;
     match (secured.resumed, protection.resumption) {
         (false, ResumptionPolicy::Required) => {
             warn!(%description, "refused a data connection that did not resume the control connection's TLS session");
-            Err(Reply::new(
-                522,
-                "The data connection must resume the TLS session of the control connection.",
+            Err(DataRefusal::new(
+                "tls_resumption",
+                Reply::new(
+                    522,
+                    "The data connection must resume the TLS session of the control connection.",
+                ),
             ))
         }
         (false, ResumptionPolicy::Preferred) => {
@@ -546,17 +668,38 @@ async fn run_transfer(plan: TransferPlan) -> TransferOutcome {
         control,
         description,
         unique_name,
+        report,
     } = plan;
     let started = Instant::now();
     let connection = tokio::select! {
         biased;
-        _ = control.cancel.cancelled() => Err(Reply::new(426, "Transfer aborted before the data connection opened.")),
-        result = open_data(setup, connect_timeout, protection.as_ref(), &description) => result,
+        _ = control.cancel.cancelled() => Err(None),
+        result = open_data(setup, connect_timeout, protection.as_ref(), &description) => result.map_err(Some),
     };
     let mut data = match connection {
         Ok(data) => data,
-        Err(reply) => {
+        Err(refusal) => {
+            let direction = work.direction();
             drop_work(work);
+            let (reply, result) = match refusal {
+                Some(DataRefusal { reply, reason }) => {
+                    report
+                        .shared
+                        .metrics
+                        .data_refusals
+                        .get_or_create(&ReasonLabels {
+                            listener: report.listener.clone(),
+                            reason,
+                        })
+                        .inc();
+                    (reply, "failed")
+                }
+                None => (
+                    Reply::new(426, "Transfer aborted before the data connection opened."),
+                    "aborted",
+                ),
+            };
+            report.finish(direction, result, 0, started.elapsed());
             return TransferOutcome {
                 reply,
                 close_session: false,
@@ -593,6 +736,13 @@ async fn run_transfer(plan: TransferPlan) -> TransferOutcome {
     drop(data);
 
     let elapsed = started.elapsed();
+    let moved = control.progress.load(std::sync::atomic::Ordering::Relaxed);
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(TransferError::Aborted) => "aborted",
+        Err(_) => "failed",
+    };
+    report.finish(direction, outcome, moved, elapsed);
     match result {
         Ok(bytes) => {
             info!(direction, %description, bytes, duration_ms = elapsed.as_millis() as u64, result = "ok", "transfer");

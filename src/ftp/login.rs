@@ -15,6 +15,11 @@ use super::path::VirtualPath;
 use super::reply::Reply;
 use super::session::{Account, LoginState, Outcome, Session};
 use crate::config::{Backend, UserConfig};
+use crate::obs::metrics::{
+    DEFAULT_TENANT, GaugeGuard, ListenerResultLabels, TenantListenerLabels, UpstreamErrorLabels,
+    UpstreamLabels,
+};
+use crate::upstream::instrumented::{Instrumented, kind_label};
 use crate::upstream::sftp::{SftpCredentials, SftpUpstream};
 use crate::upstream::webdav::{DavCredentials, WebDavUpstream};
 use crate::upstream::{ErrorKind, SharedUpstream, UpstreamError};
@@ -39,15 +44,21 @@ impl Session {
             LoginState::LoggedIn(_) => return Reply::new(230, "Already logged in.").into(),
             LoginState::Fresh => return Reply::new(503, "Login with USER first.").into(),
         };
-        let user = self.ctx.config.user(&name).cloned();
+        let user = self.ctx.shared.config().user(&name).cloned();
         let verified = match &user {
             // A pass-through user without a local hash is checked by the upstream.
             Some(user) => match &user.password_hash {
-                Some(hash) => self.ctx.passwords.verify(Some(hash), &password.0).await,
+                Some(hash) => {
+                    self.ctx
+                        .shared
+                        .passwords
+                        .verify(Some(hash), &password.0)
+                        .await
+                }
                 None => true,
             },
             None => {
-                self.ctx.passwords.verify(None, &password.0).await;
+                self.ctx.shared.passwords.verify(None, &password.0).await;
                 false
             }
         };
@@ -60,13 +71,31 @@ impl Session {
             return refusal.into();
         }
 
-        let upstream = match connect_upstream(&user, &password).await {
-            Ok(upstream) => upstream,
-            Err(e) if e.kind() == ErrorKind::AuthenticationFailed => {
-                return self.login_failed(&name, &e.to_string());
-            }
+        let started = std::time::Instant::now();
+        let connected = connect_upstream(&user, &password).await;
+        let metrics = &self.ctx.shared.metrics;
+        let upstream_label = UpstreamLabels {
+            upstream: user.upstream.name.clone(),
+        };
+        metrics
+            .upstream_connect_seconds
+            .get_or_create(&upstream_label)
+            .observe(started.elapsed().as_secs_f64());
+        let upstream = match connected {
+            Ok(upstream) => Instrumented::wrap(upstream, &user.upstream.name, metrics.clone()),
             Err(e) => {
+                metrics
+                    .upstream_errors
+                    .get_or_create(&UpstreamErrorLabels {
+                        upstream: user.upstream.name.clone(),
+                        kind: kind_label(e.kind()),
+                    })
+                    .inc();
+                if e.kind() == ErrorKind::AuthenticationFailed {
+                    return self.login_failed(&name, &e.to_string());
+                }
                 warn!(user = %name, upstream = %user.upstream.name, error = %e, "cannot open the upstream session");
+                self.count_login("unavailable");
                 return Outcome::Close(Reply::new(
                     421,
                     "Upstream storage unavailable; try again later.",
@@ -85,15 +114,34 @@ impl Session {
         self.span.record("user", name.as_str());
         self.span.record("upstream", user.upstream.name.as_str());
         info!("login succeeded");
+        self.count_login("ok");
+        let presence = GaugeGuard::new(&metrics.logged_in.get_or_create(&TenantListenerLabels {
+            listener: self.ctx.listener.name.clone(),
+            tenant: DEFAULT_TENANT.to_owned(),
+        }));
         self.login = LoginState::LoggedIn(Box::new(Account {
             user,
             upstream,
             cwd: VirtualPath::root(),
+            _presence: presence,
         }));
         Reply::new(230, "Login successful.").into()
     }
 
+    fn count_login(&self, result: &'static str) {
+        self.ctx
+            .shared
+            .metrics
+            .logins
+            .get_or_create(&ListenerResultLabels {
+                listener: self.ctx.listener.name.clone(),
+                result,
+            })
+            .inc();
+    }
+
     fn login_failed(&mut self, name: &str, reason: &str) -> Outcome {
+        self.count_login("failed");
         self.failed_logins += 1;
         self.login = LoginState::Fresh;
         info!(user = %name, reason, attempts = self.failed_logins, "login failed");

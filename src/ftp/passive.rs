@@ -16,6 +16,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
+use prometheus_client::metrics::counter::Counter;
+
 use super::dataconn::DataConnectionError;
 
 /// The passive ports of one FTP listener, shared by its sessions.
@@ -62,10 +64,15 @@ pub struct PendingDataConnection {
 
 impl PendingDataConnection {
     /// Starts accepting on `listener`; only `expected_peer` may connect.
-    pub fn start(listener: TcpListener, expected_peer: IpAddr) -> io::Result<Self> {
+    /// Each connection refused for coming from elsewhere counts in `refused`.
+    pub fn start(
+        listener: TcpListener,
+        expected_peer: IpAddr,
+        refused: Counter,
+    ) -> io::Result<Self> {
         let local = listener.local_addr()?;
         let (tx, accepted) = oneshot::channel();
-        let task = tokio::spawn(accept_one(listener, canonical(expected_peer), tx));
+        let task = tokio::spawn(accept_one(listener, canonical(expected_peer), tx, refused));
         Ok(PendingDataConnection {
             local,
             accepted,
@@ -112,6 +119,7 @@ async fn accept_one(
     listener: TcpListener,
     expected_peer: IpAddr,
     tx: oneshot::Sender<io::Result<TcpStream>>,
+    refused: Counter,
 ) {
     loop {
         match listener.accept().await {
@@ -127,6 +135,7 @@ async fn accept_one(
                     control_peer = %expected_peer,
                     "refused a data connection from a different IP than the control connection"
                 );
+                refused.inc();
                 drop(stream);
             }
             Err(e) if is_transient_accept_error(&e) => {
@@ -160,8 +169,12 @@ mod tests {
     #[tokio::test]
     async fn a_connection_from_the_control_peer_is_handed_over() {
         let ports = PassivePorts::new(None);
-        let pending =
-            PendingDataConnection::start(ports.bind(LOCALHOST).await.unwrap(), LOCALHOST).unwrap();
+        let pending = PendingDataConnection::start(
+            ports.bind(LOCALHOST).await.unwrap(),
+            LOCALHOST,
+            Counter::default(),
+        )
+        .unwrap();
         let addr = pending.local_addr();
         let client = TcpStream::connect(addr).await.unwrap();
         let server_side = pending.connection(Duration::from_secs(5)).await.unwrap();
@@ -176,11 +189,17 @@ mod tests {
         let ports = PassivePorts::new(None);
         // Expect a peer that loopback connections never come from.
         let expected = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
-        let pending =
-            PendingDataConnection::start(ports.bind(LOCALHOST).await.unwrap(), expected).unwrap();
+        let refused: Counter = Counter::default();
+        let pending = PendingDataConnection::start(
+            ports.bind(LOCALHOST).await.unwrap(),
+            expected,
+            refused.clone(),
+        )
+        .unwrap();
         let _intruder = TcpStream::connect(pending.local_addr()).await.unwrap();
         let result = pending.connection(Duration::from_millis(300)).await;
         assert!(matches!(result, Err(DataConnectionError::Timeout(_))));
+        assert_eq!(refused.get(), 1, "the refusal is counted");
     }
 
     #[tokio::test]

@@ -29,9 +29,10 @@ use super::passive::PassivePorts;
 use super::path::VirtualPath;
 use super::reply::Reply;
 use super::reply_map::{Phase, upstream_reply};
-use crate::auth::PasswordChecker;
 use crate::config::TlsMode;
-use crate::config::{ListenerConfig, RuntimeConfig, UserConfig};
+use crate::config::{ListenerConfig, UserConfig};
+use crate::obs::metrics::{CommandLabels, GaugeGuard, reply_class};
+use crate::state::Shared;
 use crate::tls::session::{SessionTls, session_configs};
 use crate::upstream::{RemotePath, SharedUpstream, UpstreamError};
 
@@ -41,10 +42,12 @@ const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// What every session of one listener shares.
 #[derive(Clone)]
 pub struct SessionContext {
-    pub config: Arc<RuntimeConfig>,
+    /// The server's reloadable state: the current config (for logins),
+    /// metrics, the password checker, the transfer log.
+    pub shared: Arc<Shared>,
+    /// This listener's settings as of the session's start.
     pub listener: Arc<ListenerConfig>,
     pub passive_ports: Arc<PassivePorts>,
-    pub passwords: PasswordChecker,
     /// Cancelled when the server shuts down: idle sessions say 421 and end.
     pub shutdown: CancellationToken,
     /// The listener's TLS config, when it offers FTPS.
@@ -56,6 +59,8 @@ pub(super) struct Account {
     pub user: Arc<UserConfig>,
     pub upstream: SharedUpstream,
     pub cwd: VirtualPath,
+    /// Counts this login in `sessions_logged_in` for as long as it lasts.
+    pub _presence: GaugeGuard,
 }
 
 impl Account {
@@ -116,6 +121,10 @@ pub(super) struct Session {
     pub data: Option<DataSetup>,
     /// MLSD/MLST facts chosen with OPTS MLST.
     pub mlst_facts: Facts,
+    /// The verb whose final reply has not been sent yet (for the metrics).
+    pub answering: Option<&'static str>,
+    /// The verb of the running transfer, counted when its final reply goes out.
+    transfer_verb: Option<&'static str>,
     pub active: Option<ActiveTransfer>,
     pub span: Span,
 }
@@ -162,6 +171,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: SessionContext, id:
         rename_from: None,
         data: None,
         mlst_facts: Facts::default(),
+        answering: None,
+        transfer_verb: None,
         active: None,
         span: span.clone(),
     };
@@ -229,7 +240,7 @@ impl Session {
                 outcome = ActiveTransfer::wait(&mut self.active), if self.active.is_some() => {
                     self.active = None;
                     let close = outcome.close_session;
-                    if self.send(outcome.reply).await.is_err() || close {
+                    if self.send_transfer_end(outcome.reply).await.is_err() || close {
                         return;
                     }
                 }
@@ -285,7 +296,37 @@ impl Session {
 
     pub async fn send(&mut self, reply: Reply) -> std::io::Result<()> {
         debug!(code = reply.code(), "reply");
+        // A command is counted once, with the class of its final reply; a
+        // transfer's final reply comes later, through `send_transfer_end`.
+        if let Some(verb) = self.answering.take() {
+            if reply.code() < 200 {
+                self.transfer_verb = Some(verb);
+            } else {
+                self.count_command(verb, &reply);
+            }
+        }
         self.control.send(&reply).await
+    }
+
+    /// Sends the final reply of the transfer that ran in the background.
+    async fn send_transfer_end(&mut self, reply: Reply) -> std::io::Result<()> {
+        debug!(code = reply.code(), "transfer reply");
+        if let Some(verb) = self.transfer_verb.take() {
+            self.count_command(verb, &reply);
+        }
+        self.control.send(&reply).await
+    }
+
+    fn count_command(&self, verb: &'static str, reply: &Reply) {
+        self.ctx
+            .shared
+            .metrics
+            .commands
+            .get_or_create(&CommandLabels {
+                verb,
+                class: reply_class(reply.code()),
+            })
+            .inc();
     }
 
     /// Runs one command line; false when the session must end.
@@ -297,10 +338,12 @@ impl Session {
             Ok(command) => command,
             Err(e) => {
                 debug!(error = %e, "unparsable command");
+                self.answering = Some("invalid");
                 return self.send(parse_error_reply(&e)).await.is_ok();
             }
         };
         debug!(verb = command.verb(), "command");
+        self.answering = Some(command.verb());
         let outcome = if !self.is_logged_in() && !command.allowed_before_login() {
             Outcome::Reply(Reply::new(530, "Please log in with USER and PASS first."))
         } else {
@@ -417,7 +460,9 @@ impl Session {
                 };
                 let outcome = active.cancel_and_wait().await;
                 // The transfer's own reply (426 when it was cut off), then ABOR's.
-                self.send(outcome.reply).await.map_err(|_| ())?;
+                self.send_transfer_end(outcome.reply)
+                    .await
+                    .map_err(|_| ())?;
                 self.send(Reply::new(226, "ABOR successful; data connection closed."))
                     .await
                     .map_err(|_| ())?;

@@ -5,12 +5,12 @@
 //!   session cache turns "this data connection resumed a TLS session" into
 //!   proof that its client holds a session issued on *this* control
 //!   connection (crates.md §6, measured on TLS 1.2 and 1.3).
-//! - [`reload`]: certificate rotation on SIGHUP and when the files change.
+//!
+//! Certificates rotate through the server's one reload mechanism (`crate::reload`).
 //!
 //! Protocol versions are TLS 1.2 and 1.3, with the provider's default cipher
 //! suites (AEAD only: AES-GCM and ChaCha20-Poly1305; nothing legacy).
 
-pub mod reload;
 pub mod session;
 pub mod store;
 

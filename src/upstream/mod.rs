@@ -7,6 +7,7 @@
 //! rustls).
 
 pub mod error;
+pub mod instrumented;
 pub mod sftp;
 pub mod upload;
 pub mod webdav;

@@ -6,9 +6,11 @@
 //! - [`raw`]: a bare control connection for exact reply codes.
 //! - [`pki`]: a test CA and the certificates it issues.
 //! - [`ftps`]: an FTPS control connection with rustls as the client.
+//! - [`http`]: a minimal GET for the admin endpoint.
 //! - [`webdav`]: real nginx and Apache WebDAV servers (upstreams for WebDAV tests).
 
 pub mod ftps;
+pub mod http;
 pub mod pki;
 pub mod proxy;
 pub mod raw;

@@ -74,6 +74,54 @@ impl Proxy {
         }
     }
 
+    /// Starts the proxy from a config *file*, as `ftpbridge run` does: it
+    /// reloads on SIGHUP and when the file changes, and serves the admin
+    /// endpoint on a port of its own (returned). The file's first listener is
+    /// replaced by one on 127.0.0.1:0.
+    pub async fn start_from_file(path: &Path) -> (Proxy, SocketAddr) {
+        let config = Arc::new(config::load(path).unwrap_or_else(|e| panic!("test config: {e}")));
+        let listener_config = config
+            .listeners
+            .first()
+            .cloned()
+            .expect("a [[listeners]] entry");
+        let socket = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = socket.local_addr().expect("local address");
+        let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
+        let admin_addr = admin.local_addr().expect("admin address");
+        let options = server::RunOptions {
+            config_path: Some(path.to_path_buf()),
+            admin: Some(admin),
+            log: None,
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server::run_with(
+            options,
+            config.clone(),
+            vec![BoundListener {
+                config: listener_config,
+                socket,
+            }],
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let proxy = Proxy {
+            addr,
+            config,
+            stop: Some(stop),
+            task: Some(task),
+        };
+        (proxy, admin_addr)
+    }
+
+    /// Asks the proxy to shut down and returns at once.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
     /// `ftp://user:password@127.0.0.1:port/path` (user and password URL-encoded).
     pub fn url(&self, user: &str, password: &str, path: &str) -> String {
         format!(
@@ -150,8 +198,8 @@ pub fn config_toml(
     };
     format!(
         r#"
-[server]
-shutdown_grace = "2s"
+[shutdown]
+drain_timeout = "2s"
 
 [[listeners]]
 name = "test"

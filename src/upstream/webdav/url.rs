@@ -82,6 +82,20 @@ impl UrlTemplate {
         self.origin.starts_with("https://")
     }
 
+    /// The server's host and port (default 443 or 80), for reachability probes.
+    pub fn host_port(&self) -> Option<(String, u16)> {
+        let uri: http::Uri = self.origin.parse().ok()?;
+        let host = uri
+            .host()?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = uri
+            .port_u16()
+            .unwrap_or(if self.is_https() { 443 } else { 80 });
+        Some((host, port))
+    }
+
     pub fn has_user_placeholder(&self) -> bool {
         self.path.contains(USER_PLACEHOLDER)
     }
@@ -243,6 +257,13 @@ mod tests {
             assert!(UrlTemplate::parse(bad).is_err(), "{bad} accepted");
         }
         let template = UrlTemplate::parse("HTTPS://h/files").unwrap();
+        assert_eq!(template.host_port(), Some(("h".to_owned(), 443)));
+        assert_eq!(
+            UrlTemplate::parse("http://[::1]:8080/d/")
+                .unwrap()
+                .host_port(),
+            Some(("::1".to_owned(), 8080))
+        );
         assert_eq!(template.to_string(), "https://h/files/");
         assert!(template.is_https());
         assert!(!template.has_user_placeholder());
