@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The one command for the whole test suite: scripts/test.sh [cargo test args...]
 # As root it installs what the integration tests need (OpenSSH server/client, lftp, nginx with
-# the dav-ext module and Apache httpd as WebDAV upstreams, ...),
+# the dav-ext module and Apache httpd as WebDAV upstreams, systemd-analyze for the unit file, ...),
 # creates the password test user and sshd's privilege separation dir; then runs cargo test.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 PACKAGES=(openssh-server openssh-client curl lftp ncftp python3 ca-certificates openssl
-          nginx libnginx-mod-http-dav-ext apache2)
+          nginx libnginx-mod-http-dav-ext apache2 systemd)
 TEST_USER=ftpbridge-test          # same as tests/common/sshd.rs
 TEST_PASSWORD=ftpbridge-test-pw
 
