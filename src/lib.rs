@@ -10,6 +10,7 @@ pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod ftp;
+pub mod limit;
 pub mod obs;
 pub mod reload;
 pub mod secret;

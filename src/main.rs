@@ -191,22 +191,24 @@ async fn demo(listen: SocketAddr, dir: Option<PathBuf>, tls: bool) -> ExitCode {
         directory = %demo.directory.display(),
         "embedded SFTP server ready"
     );
-    println!("ftpbridge demo: FTP on {listen} (user {DEMO_USER}, password {DEMO_PASSWORD})");
-    println!(
-        "  -> SFTP {} serving {}",
+    let mut instructions = format!(
+        "ftpbridge demo: FTP on {listen} (user {DEMO_USER}, password {DEMO_PASSWORD})\n  -> SFTP {} serving {}\nTry:  curl {url}\n      curl {url}welcome.txt\n      curl -T somefile {url}\n",
         demo.sftp.local_addr(),
         demo.directory.display()
     );
-    println!("Try:  curl {url}");
-    println!("      curl {url}welcome.txt");
-    println!("      curl -T somefile {url}");
     if let Some(certificate) = &demo.certificate {
-        println!(
-            "FTPS: curl --ssl-reqd --cacert {} {url}",
+        instructions.push_str(&format!(
+            "FTPS: curl --ssl-reqd --cacert {} {url}\n",
             certificate.display()
-        );
+        ));
     }
-    println!("Stop with Ctrl-C.");
+    instructions.push_str("Stop with Ctrl-C.\n");
+    // Whoever reads stdout may stop reading (a closed pipe): the proxy goes
+    // on serving, so the error is ignored rather than a panic of println!.
+    let mut stdout = std::io::stdout().lock();
+    let _ = std::io::Write::write_all(&mut stdout, instructions.as_bytes())
+        .and_then(|()| std::io::Write::flush(&mut stdout));
+    drop(stdout);
     match demo.run(shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

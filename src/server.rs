@@ -8,11 +8,11 @@
 //! uploads undo themselves). [`run_with`] adds config reload and the admin
 //! endpoint.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -22,7 +22,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::config::{ListenerConfig, RuntimeConfig};
+use crate::ftp::passive::canonical;
 use crate::ftp::{SessionContext, serve};
+use crate::limit::IpSlot;
 use crate::obs::LogControl;
 use crate::obs::metrics::{ListenerLabels, ReasonLabels};
 use crate::state::Shared;
@@ -238,20 +240,25 @@ impl Acceptor {
         };
         let Ok(permit) = self.admission.clone().try_acquire_owned() else {
             warn!(%peer, listener = %self.name, "session limit reached; refusing connection");
-            self.shared
-                .metrics
-                .sessions_refused
-                .get_or_create(&ReasonLabels {
-                    listener: self.name.clone(),
-                    reason: "session_limit",
-                })
-                .inc();
-            self.sessions.spawn(refuse(stream));
+            self.refuse(
+                stream,
+                "session_limit",
+                "Too many sessions; try again later.",
+            );
             return;
+        };
+        let ip_slot = match screen(&self.shared, canonical(peer.ip())) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                info!(%peer, listener = %self.name, reason = refusal.reason, "connection refused");
+                self.refuse(stream, refusal.reason, refusal.text);
+                return;
+            }
         };
         let Some(ctx) = self.context() else {
             error!(listener = %self.name, "listener state missing; refusing connection");
-            self.sessions.spawn(refuse(stream));
+            self.sessions
+                .spawn(refuse(stream, "Service not available.".into()));
             return;
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -260,6 +267,7 @@ impl Acceptor {
         metrics.sessions.get_or_create(&labels).inc();
         self.sessions.spawn(async move {
             let _permit = permit;
+            let _ip_slot = ip_slot;
             let active = metrics.sessions_active.get_or_create(&labels).clone();
             active.inc();
             tokio::select! {
@@ -271,12 +279,55 @@ impl Acceptor {
     }
 }
 
+impl Acceptor {
+    /// Counts the refusal and answers 421 in the background.
+    fn refuse(&self, stream: TcpStream, reason: &'static str, text: impl Into<String>) {
+        self.shared
+            .metrics
+            .sessions_refused
+            .get_or_create(&ReasonLabels {
+                listener: self.name.clone(),
+                reason,
+            })
+            .inc();
+        self.sessions.spawn(refuse(stream, text.into()));
+    }
+}
+
+/// Why a connection was turned away before its session started.
+struct Refusal {
+    reason: &'static str,
+    text: String,
+}
+
+/// The checks on a new client address, cheapest first: a ban for failed
+/// logins, the connection rate, and concurrent sessions from the address.
+fn screen(shared: &Shared, ip: IpAddr) -> Result<IpSlot, Refusal> {
+    if shared.login_guard.banned(ip, Instant::now()).is_some() {
+        return Err(Refusal {
+            reason: "banned",
+            text: "Too many failed logins from your address; try again later.".into(),
+        });
+    }
+    if !shared.connection_rate.allow(ip) {
+        return Err(Refusal {
+            reason: "connection_rate",
+            text: "Too many connections from your address; slow down.".into(),
+        });
+    }
+    let max = shared.config().server.max_sessions_per_ip;
+    shared
+        .session_counts
+        .enter_ip(ip, max)
+        .map_err(|max| Refusal {
+            reason: "ip_sessions",
+            text: format!("Too many sessions from your address (limit {max}); try again later."),
+        })
+}
+
 /// RFC 959 §4.2: 421 is the reply for "service not available, closing".
-async fn refuse(mut stream: TcpStream) {
-    let _ = tokio::time::timeout(
-        Duration::from_secs(5),
-        stream.write_all(b"421 Too many sessions; try again later.\r\n"),
-    )
-    .await;
+async fn refuse(mut stream: TcpStream, text: String) {
+    let line = format!("421 {text}\r\n");
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(line.as_bytes())).await;
     let _ = stream.shutdown().await;
 }

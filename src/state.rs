@@ -21,6 +21,7 @@ use tracing::{info, warn};
 use crate::auth::PasswordChecker;
 use crate::config::{ListenerConfig, ListenerTls, RuntimeConfig};
 use crate::ftp::passive::PassivePorts;
+use crate::limit::{ConnectionRate, Limits, LoginGuard, SessionCounts};
 use crate::obs::LogControl;
 use crate::obs::metrics::{Metrics, ResultLabels};
 use crate::obs::xferlog::XferLog;
@@ -96,6 +97,11 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub passwords: PasswordChecker,
     pub xferlog: XferLog,
+    /// Rate limits shared between sessions (tenants, users).
+    pub limits: Arc<Limits>,
+    pub session_counts: Arc<SessionCounts>,
+    pub connection_rate: ConnectionRate,
+    pub login_guard: LoginGuard,
     log: Option<LogControl>,
     /// Cleared the moment shutdown begins, so load balancers stop sending.
     accepting: AtomicBool,
@@ -113,12 +119,19 @@ impl Shared {
         let xferlog = XferLog::start(config.logging.xferlog.clone());
         let metrics = Arc::new(Metrics::new());
         metrics.prime(&config);
+        let limits = Arc::new(Limits::new(&config));
+        let connection_rate = ConnectionRate::default();
+        connection_rate.apply(config.security.connection_rate);
         Ok(Arc::new(Shared {
             config: ArcSwap::from_pointee(config),
             listeners: ArcSwap::from_pointee(listeners),
             metrics,
             passwords: PasswordChecker::default(),
             xferlog,
+            limits,
+            session_counts: Arc::default(),
+            connection_rate,
+            login_guard: LoginGuard::default(),
             log,
             accepting: AtomicBool::new(true),
             last_reload_error: Mutex::new(None),
@@ -224,6 +237,8 @@ impl Shared {
             warn!(error = %e, "cannot apply the new log level");
         }
         self.metrics.prime(&new);
+        self.limits.apply(&new);
+        self.connection_rate.apply(new.security.connection_rate);
         self.listeners.store(Arc::new(listeners));
         self.config.store(Arc::new(new));
         *self

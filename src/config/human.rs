@@ -1,5 +1,6 @@
 //! Values as people write them in a config file: `"30s"`, `"5m"`,
-//! `"50000-50100"`. Pure parsing; callers attach the key to the error.
+//! `"50000-50100"`, `"2 MiB"`, `"10 MiB/s"`. Pure parsing; callers attach
+//! the key to the error.
 
 use std::ops::RangeInclusive;
 use std::time::Duration;
@@ -35,6 +36,46 @@ pub fn parse_port_range(text: &str) -> Result<RangeInclusive<u16>, String> {
         return Err(format!("range {low}-{high} is empty"));
     }
     Ok(low..=high)
+}
+
+/// `"2 MiB"`, `"512KiB"`, `"1.5 GB"`, `"4096"` (bytes). Binary units
+/// (KiB, MiB, GiB) are powers of 1024, decimal ones (kB, MB, GB) of 1000.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let hint = "write a size such as \"2 MiB\", \"512 KiB\" or \"1 GB\"";
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size; {hint}"))?;
+    let multiplier: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "kB" | "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => return Err(format!("unknown unit {other:?} in {text:?}; {hint}")),
+    };
+    let bytes = (number * multiplier as f64).round();
+    if !(1.0..=u64::MAX as f64).contains(&bytes) {
+        return Err(format!("{text:?} must be at least one byte"));
+    }
+    Ok(bytes as u64)
+}
+
+/// `"10 MiB/s"`, `"500 KB/s"`: bytes per second.
+pub fn parse_rate(text: &str) -> Result<u64, String> {
+    let size = text.trim().strip_suffix("/s").ok_or_else(|| {
+        format!(
+            "{:?} is not a rate; write bytes per second such as \"10 MiB/s\"",
+            text.trim()
+        )
+    })?;
+    parse_size(size)
 }
 
 /// `host:port`, `[v6]:port`, or a bare host with `default_port`.
@@ -99,6 +140,30 @@ mod tests {
         assert!(parse_port_range("21-30").unwrap_err().contains("1024"));
         assert!(parse_port_range("a-b").unwrap_err().contains("not a port"));
         assert!(parse_port_range("50000-70000").is_err());
+    }
+
+    #[test]
+    fn sizes_and_rates_read_as_written() {
+        assert_eq!(parse_size("2 MiB"), Ok(2 << 20));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("1.5 GB"), Ok(1_500_000_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64 kB"), Ok(64_000));
+        assert_eq!(parse_rate("10 MiB/s"), Ok(10 << 20));
+        assert_eq!(parse_rate(" 8MiB/s "), Ok(8 << 20));
+    }
+
+    #[test]
+    fn bad_sizes_and_rates_say_why() {
+        assert!(parse_size("2 MiBs").unwrap_err().contains("unknown unit"));
+        assert!(parse_size("lots").unwrap_err().contains("not a size"));
+        assert!(
+            parse_size("0 MiB")
+                .unwrap_err()
+                .contains("at least one byte")
+        );
+        assert!(parse_rate("10 MiB").unwrap_err().contains("/s"));
+        assert!(parse_rate("-1 MiB/s").is_err());
     }
 
     #[test]

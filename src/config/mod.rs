@@ -7,10 +7,12 @@
 
 pub mod human;
 pub mod model;
+mod tenants;
 mod validate;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -77,6 +79,12 @@ pub mod defaults {
     pub const SFTP_PORT: u16 = 22;
     /// Unused pooled WebDAV connections are closed after this (hyper's default).
     pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+    pub const LISTING_COST: u32 = 5;
+    pub const COMMAND_FLOOD_TIME: Duration = Duration::from_secs(60);
+    pub const MAX_FAILED_LOGINS: u32 = 10;
+    pub const MAX_FAILED_LOGINS_PER_USER: u32 = 50;
+    pub const FAILED_LOGIN_WINDOW: Duration = Duration::from_secs(15 * 60);
+    pub const BAN_TIME: Duration = Duration::from_secs(15 * 60);
 }
 
 #[derive(Debug, Clone)]
@@ -88,12 +96,96 @@ pub struct RuntimeConfig {
     pub listeners: Vec<Arc<ListenerConfig>>,
     pub upstreams: HashMap<String, Arc<UpstreamConfig>>,
     pub users: HashMap<String, Arc<UserConfig>>,
+    /// Always holds [`DEFAULT_TENANT`], unlimited unless configured.
+    pub tenants: HashMap<String, Arc<TenantConfig>>,
+    pub security: SecuritySettings,
 }
+
+/// The tenant of users that name none.
+pub const DEFAULT_TENANT: &str = "default";
 
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
     /// Concurrent FTP sessions over all listeners.
     pub max_sessions: usize,
+    /// Concurrent sessions from one client IP, over all listeners.
+    pub max_sessions_per_ip: Option<usize>,
+}
+
+/// Bytes per second in each direction; `None` is unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DirectionRates {
+    pub download: Option<u64>,
+    pub upload: Option<u64>,
+}
+
+/// A command (or connection) rate: a steady rate and the burst above it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventRate {
+    pub per_second: NonZeroU32,
+    pub burst: NonZeroU32,
+}
+
+/// `[tenants.NAME]`: limits shared by a tenant's users and sessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantConfig {
+    pub name: String,
+    /// Shared by every session of the tenant.
+    pub rates: DirectionRates,
+    /// Shared by the sessions of one user (a user's own rates replace these).
+    pub user_rates: DirectionRates,
+    /// For each session on its own.
+    pub session_rates: DirectionRates,
+    /// Bytes a bucket may pass at once after a pause; `None`: a tenth of a
+    /// second at the bucket's rate, at least 64 KiB.
+    pub burst: Option<u64>,
+    /// Shared by every session of the tenant.
+    pub commands: Option<EventRate>,
+    pub session_commands: Option<EventRate>,
+    /// What LIST, NLST, MLSD and STAT with a path cost, in commands.
+    pub listing_cost: u32,
+    /// A session held back by the command rate this long without a break
+    /// is closed (421).
+    pub command_flood_time: Duration,
+    pub max_sessions: Option<usize>,
+    pub max_sessions_per_ip: Option<usize>,
+    pub max_sessions_per_user: Option<usize>,
+}
+
+impl TenantConfig {
+    /// A tenant without limits.
+    pub fn unlimited(name: &str) -> Self {
+        TenantConfig {
+            name: name.to_owned(),
+            rates: DirectionRates::default(),
+            user_rates: DirectionRates::default(),
+            session_rates: DirectionRates::default(),
+            burst: None,
+            commands: None,
+            session_commands: None,
+            listing_cost: defaults::LISTING_COST,
+            command_flood_time: defaults::COMMAND_FLOOD_TIME,
+            max_sessions: None,
+            max_sessions_per_ip: None,
+            max_sessions_per_user: None,
+        }
+    }
+}
+
+/// `[security]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecuritySettings {
+    /// Failed logins from one IP within `failed_login_window` that get it
+    /// banned; 0 disables banning.
+    pub max_failed_logins: u32,
+    /// Failed logins for one user name within the window after which every
+    /// IP that fails on that name is banned at once (a distributed attack on
+    /// one account); 0 disables it.
+    pub max_failed_logins_per_user: u32,
+    pub failed_login_window: Duration,
+    pub ban_time: Duration,
+    /// New connections per client IP; `None`: not limited.
+    pub connection_rate: Option<EventRate>,
 }
 
 /// `[admin]`: where /metrics, /healthz and /readyz are served.
@@ -308,6 +400,25 @@ pub struct UserConfig {
     pub root: RemotePath,
     /// Overrides the listener's `require_tls` for this user.
     pub require_tls: Option<TlsRequirement>,
+    pub tenant: Arc<TenantConfig>,
+    /// Shared by this user's sessions; unset directions use the tenant's `user_rates`.
+    pub rates: DirectionRates,
+    /// Concurrent sessions of this user; `None`: the tenant's `max_sessions_per_user`.
+    pub max_sessions: Option<usize>,
+}
+
+impl UserConfig {
+    /// The rates shared by this user's sessions.
+    pub fn effective_rates(&self) -> DirectionRates {
+        DirectionRates {
+            download: self.rates.download.or(self.tenant.user_rates.download),
+            upload: self.rates.upload.or(self.tenant.user_rates.upload),
+        }
+    }
+
+    pub fn effective_max_sessions(&self) -> Option<usize> {
+        self.max_sessions.or(self.tenant.max_sessions_per_user)
+    }
 }
 
 impl RuntimeConfig {

@@ -4,6 +4,7 @@
 //! kept as strings here and interpreted in `validate`, so every error there
 //! can name the exact key it comes from.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -26,12 +27,51 @@ pub struct RawConfig {
     pub upstreams: Vec<RawUpstream>,
     #[serde(default)]
     pub users: Vec<RawUser>,
+    #[serde(default)]
+    pub tenants: BTreeMap<String, RawTenant>,
+    #[serde(default)]
+    pub security: RawSecurity,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     pub max_sessions: Option<usize>,
+    pub max_sessions_per_ip: Option<usize>,
+}
+
+/// `[tenants.NAME]`: limits shared by the tenant's users and sessions.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTenant {
+    pub download_rate: Option<String>,
+    pub upload_rate: Option<String>,
+    pub user_download_rate: Option<String>,
+    pub user_upload_rate: Option<String>,
+    pub session_download_rate: Option<String>,
+    pub session_upload_rate: Option<String>,
+    pub burst: Option<String>,
+    pub commands_per_second: Option<u32>,
+    pub commands_burst: Option<u32>,
+    pub session_commands_per_second: Option<u32>,
+    pub session_commands_burst: Option<u32>,
+    pub listing_cost: Option<u32>,
+    pub command_flood_time: Option<String>,
+    pub max_sessions: Option<usize>,
+    pub max_sessions_per_ip: Option<usize>,
+    pub max_sessions_per_user: Option<usize>,
+}
+
+/// `[security]`: brute-force protection and connection rates.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecurity {
+    pub max_failed_logins: Option<u32>,
+    pub max_failed_logins_per_user: Option<u32>,
+    pub failed_login_window: Option<String>,
+    pub ban_time: Option<String>,
+    pub connections_per_ip_per_second: Option<u32>,
+    pub connection_burst: Option<u32>,
 }
 
 /// `[admin]`: the HTTP listener for /metrics, /healthz and /readyz.
@@ -143,4 +183,8 @@ pub struct RawUser {
     pub require_tls: Option<String>,
     pub upstream: String,
     pub root: Option<String>,
+    pub tenant: Option<String>,
+    pub download_rate: Option<String>,
+    pub upload_rate: Option<String>,
+    pub max_sessions: Option<usize>,
 }

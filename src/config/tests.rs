@@ -647,3 +647,140 @@ fn users_may_override_require_tls() {
     ));
     assert_eq!(err.key, "users[0].require_tls");
 }
+
+fn with_tenant(tenant: &str) -> String {
+    format!(
+        "{}\ntenant = \"acme\"\n\n[tenants.acme]\n{tenant}\n",
+        base()
+    )
+}
+
+#[test]
+fn tenants_read_rates_and_limits_as_written() {
+    let config = load(&with_tenant(
+        r#"download_rate = "10 MiB/s"
+upload_rate = "5 MiB/s"
+burst = "2 MiB"
+session_download_rate = "4 MiB/s"
+user_upload_rate = "1 MiB/s"
+commands_per_second = 20
+commands_burst = 50
+session_commands_per_second = 5
+max_sessions = 50
+max_sessions_per_ip = 10
+max_sessions_per_user = 3
+command_flood_time = "30s"
+"#,
+    ))
+    .unwrap();
+    let acme = &config.tenants["acme"];
+    assert_eq!(acme.rates.download, Some(10 << 20));
+    assert_eq!(acme.rates.upload, Some(5 << 20));
+    assert_eq!(acme.burst, Some(2 << 20));
+    assert_eq!(acme.session_rates.download, Some(4 << 20));
+    assert_eq!(acme.session_rates.upload, None);
+    let commands = acme.commands.unwrap();
+    assert_eq!((commands.per_second.get(), commands.burst.get()), (20, 50));
+    let session = acme.session_commands.unwrap();
+    assert_eq!(
+        (session.per_second.get(), session.burst.get()),
+        (5, 10),
+        "burst defaults to twice the rate"
+    );
+    assert_eq!(acme.max_sessions, Some(50));
+    assert_eq!(acme.command_flood_time, Duration::from_secs(30));
+    let alice = &config.users["alice"];
+    assert_eq!(alice.tenant.name, "acme");
+    assert_eq!(
+        alice.effective_rates().upload,
+        Some(1 << 20),
+        "the tenant's per-user rate"
+    );
+    assert_eq!(alice.effective_max_sessions(), Some(3));
+}
+
+#[test]
+fn users_without_a_tenant_share_the_unlimited_default_tenant() {
+    let config = load(&base()).unwrap();
+    let alice = &config.users["alice"];
+    assert_eq!(alice.tenant.name, DEFAULT_TENANT);
+    assert_eq!(alice.tenant.rates, DirectionRates::default());
+    assert_eq!(
+        config.security.max_failed_logins,
+        defaults::MAX_FAILED_LOGINS
+    );
+    assert_eq!(config.security.connection_rate, None);
+}
+
+#[test]
+fn a_users_own_rates_and_session_limit_override_the_tenant() {
+    let text = with_tenant("user_download_rate = \"1 MiB/s\"\nmax_sessions_per_user = 4\n")
+        .replacen(
+            "root = \"/alice\"",
+            "root = \"/alice\"\ndownload_rate = \"256 KiB/s\"\nmax_sessions = 1",
+            1,
+        );
+    let config = load(&text).unwrap();
+    let alice = &config.users["alice"];
+    assert_eq!(alice.effective_rates().download, Some(256 << 10));
+    assert_eq!(alice.effective_max_sessions(), Some(1));
+}
+
+#[test]
+fn bad_limits_name_their_keys() {
+    let cases = [
+        ("download_rate = \"10 MiB\"", "tenants.acme.download_rate"),
+        ("upload_rate = \"fast\"", "tenants.acme.upload_rate"),
+        (
+            "session_download_rate = \"10 B/s\"",
+            "tenants.acme.session_download_rate",
+        ),
+        ("burst = \"1 KiB\"", "tenants.acme.burst"),
+        ("commands_burst = 10", "tenants.acme.commands_burst"),
+        (
+            "commands_per_second = 0",
+            "tenants.acme.commands_per_second",
+        ),
+        ("max_sessions = 0", "tenants.acme.max_sessions"),
+        ("listing_cost = 0", "tenants.acme.listing_cost"),
+        (
+            "command_flood_time = \"soon\"",
+            "tenants.acme.command_flood_time",
+        ),
+        ("speed = 1", "tenants.acme: unknown field `speed`"),
+    ];
+    for (line, key) in cases {
+        let error = error_for(&with_tenant(line));
+        assert!(error.to_string().contains(key), "{line}: {error}");
+    }
+}
+
+#[test]
+fn an_unknown_tenant_names_the_user_key() {
+    let text = replaced(
+        "root = \"/alice\"",
+        "root = \"/alice\"\ntenant = \"nobody\"",
+    );
+    let error = error_for(&text);
+    assert_eq!(error.key, "users[0].tenant", "{error}");
+    assert!(error.message.contains("nobody"));
+}
+
+#[test]
+fn security_settings_are_validated() {
+    let text = format!(
+        "[security]\nmax_failed_logins = 5\nban_time = \"1h\"\nconnections_per_ip_per_second = 10\n{}",
+        base()
+    );
+    let config = load(&text).unwrap();
+    assert_eq!(config.security.max_failed_logins, 5);
+    assert_eq!(config.security.ban_time, Duration::from_secs(3600));
+    let rate = config.security.connection_rate.unwrap();
+    assert_eq!((rate.per_second.get(), rate.burst.get()), (10, 20));
+    let error = error_for(&format!("[security]\nban_time = \"forever\"\n{}", base()));
+    assert_eq!(error.key, "security.ban_time");
+    let error = error_for(&format!("[security]\nconnection_burst = 3\n{}", base()));
+    assert_eq!(error.key, "security.connection_burst");
+    let error = error_for(&format!("[server]\nmax_sessions_per_ip = 0\n{}", base()));
+    assert_eq!(error.key, "server.max_sessions_per_ip");
+}

@@ -15,8 +15,8 @@ use super::model::{
 use super::{
     AdminSettings, Backend, CloseNotifyPolicy, ConfigError, ListenerConfig, ListenerTls,
     LoggingSettings, PassiveAddress, ResumptionPolicy, RuntimeConfig, ServerSettings,
-    ShutdownSettings, TlsMode, TlsRequirement, UpstreamAuth, UpstreamConfig, UserConfig, defaults,
-    human,
+    ShutdownSettings, TenantConfig, TlsMode, TlsRequirement, UpstreamAuth, UpstreamConfig,
+    UserConfig, defaults, human,
 };
 use crate::secret::Secret;
 use crate::upstream::RemotePath;
@@ -36,7 +36,9 @@ pub fn validate(raw: RawConfig) -> Result<RuntimeConfig> {
     let shutdown = shutdown(&raw.shutdown)?;
     let listeners = listeners(&raw.listeners)?;
     let upstreams = upstreams(&raw.upstreams)?;
-    let users = users(&raw.users, &upstreams)?;
+    let tenants = super::tenants::tenants(&raw.tenants)?;
+    let security = super::tenants::security(&raw.security)?;
+    let users = users(&raw.users, &upstreams, &tenants)?;
     Ok(RuntimeConfig {
         server,
         admin,
@@ -45,6 +47,8 @@ pub fn validate(raw: RawConfig) -> Result<RuntimeConfig> {
         listeners,
         upstreams,
         users,
+        tenants,
+        security,
     })
 }
 
@@ -63,7 +67,16 @@ fn server(raw: &RawServer) -> Result<ServerSettings> {
             "must be at least 1",
         ));
     }
-    Ok(ServerSettings { max_sessions })
+    if raw.max_sessions_per_ip == Some(0) {
+        return Err(ConfigError::new(
+            "server.max_sessions_per_ip",
+            "must be at least 1; leave it out for no limit",
+        ));
+    }
+    Ok(ServerSettings {
+        max_sessions,
+        max_sessions_per_ip: raw.max_sessions_per_ip,
+    })
 }
 
 fn admin(raw: Option<&RawAdmin>) -> Result<Option<AdminSettings>> {
@@ -139,7 +152,7 @@ fn shutdown(raw: &RawShutdown) -> Result<ShutdownSettings> {
     })
 }
 
-fn check_name(key: String, name: &str) -> Result<()> {
+pub(super) fn check_name(key: String, name: &str) -> Result<()> {
     let valid = !name.is_empty()
         && name
             .bytes()
@@ -784,6 +797,7 @@ fn sftp_auth(i: usize, raw: &RawUpstream) -> Result<UpstreamAuth<SftpCredentials
 fn users(
     raw: &[RawUser],
     upstreams: &HashMap<String, Arc<UpstreamConfig>>,
+    tenants: &HashMap<String, Arc<TenantConfig>>,
 ) -> Result<HashMap<String, Arc<UserConfig>>> {
     let mut out = HashMap::new();
     for (i, user) in raw.iter().enumerate() {
@@ -830,6 +844,7 @@ fn users(
             .as_deref()
             .map(|text| tls_requirement(key("require_tls"), text))
             .transpose()?;
+        let (tenant, rates, max_sessions) = super::tenants::user_limits(i, user, tenants)?;
         out.insert(
             user.name.clone(),
             Arc::new(UserConfig {
@@ -838,6 +853,9 @@ fn users(
                 upstream: upstream.clone(),
                 root,
                 require_tls,
+                tenant,
+                rates,
+                max_sessions,
             }),
         );
     }

@@ -186,6 +186,15 @@ impl Command {
         }
     }
 
+    /// Commands that read a whole directory from the upstream, which the
+    /// command rate charges more for.
+    pub fn is_listing(&self) -> bool {
+        matches!(
+            self,
+            Command::List(_) | Command::Nlst(_) | Command::Mlsd(_) | Command::Stat(Some(_))
+        )
+    }
+
     /// Commands allowed before login (RFC 959 §5.4 lists the sequences).
     pub fn allowed_before_login(&self) -> bool {
         matches!(

@@ -29,8 +29,10 @@ use std::sync::Arc;
 
 use super::data_stream::DataStream;
 use super::path::VirtualPath;
+use crate::config::DEFAULT_TENANT;
 use crate::config::{CloseNotifyPolicy, PassiveAddress, ResumptionPolicy};
-use crate::obs::metrics::{DEFAULT_TENANT, ReasonLabels, TrafficLabels};
+use crate::limit::Direction;
+use crate::obs::metrics::{ReasonLabels, TrafficLabels};
 use crate::obs::xferlog::{Direction as XferDirection, TransferRecord};
 use crate::state::Shared;
 use crate::upstream::upload::{Upload, UploadKind};
@@ -430,18 +432,19 @@ impl Session {
 
     /// The report a transfer of `path` files when it ends.
     fn transfer_report(&self, path: &VirtualPath) -> TransferReport {
-        let (user, upstream) = match self.account() {
+        let (user, upstream, tenant) = match self.account() {
             Some(account) => (
                 account.user.name.clone(),
                 account.user.upstream.name.clone(),
+                account.user.tenant.name.clone(),
             ),
-            None => (String::new(), String::new()),
+            None => (String::new(), String::new(), DEFAULT_TENANT.to_owned()),
         };
         TransferReport {
             shared: self.ctx.shared.clone(),
             listener: self.ctx.listener.name.clone(),
             upstream,
-            tenant: DEFAULT_TENANT.to_owned(),
+            tenant,
             user,
             peer: self.peer.ip(),
             path: path.to_bytes(),
@@ -497,7 +500,15 @@ impl Session {
             _ => None,
         };
         let control = TransferControl::new(self.ctx.listener.data_idle_timeout);
+        let direction = match &work {
+            Work::Upload(_) => Direction::Upload,
+            Work::Listing(_) | Work::Download(_) => Direction::Download,
+        };
+        let throttle = self
+            .account()
+            .map(|account| account.limiter.transfer(direction));
         let plan = TransferPlan {
+            throttle,
             setup,
             work,
             ascii: self.transfer_type == TransferType::Ascii,
@@ -546,6 +557,7 @@ struct TransferPlan {
     /// For STOU: repeated in the 226.
     unique_name: Option<Vec<u8>>,
     report: TransferReport,
+    throttle: transfer::Throttle,
 }
 
 /// Who moved what, for the transfer's metrics and its xferlog line.
@@ -669,6 +681,7 @@ async fn run_transfer(plan: TransferPlan) -> TransferOutcome {
         description,
         unique_name,
         report,
+        mut throttle,
     } = plan;
     let started = Instant::now();
     let connection = tokio::select! {
@@ -710,15 +723,18 @@ async fn run_transfer(plan: TransferPlan) -> TransferOutcome {
     let (direction, result) = match work {
         Work::Listing(bytes) => (
             "listing",
-            transfer::send_bytes(&mut data, bytes, &control).await,
+            transfer::send_bytes(&mut data, bytes, &control, &mut throttle).await,
         ),
         Work::Download(mut stream) => {
-            let result = transfer::download(&mut data, stream.as_mut(), ascii, &control).await;
+            let result =
+                transfer::download(&mut data, stream.as_mut(), ascii, &control, &mut throttle)
+                    .await;
             stream.close().await;
             ("download", result)
         }
         Work::Upload(mut upload) => {
-            let received = transfer::upload(&mut data, &mut upload, ascii, &control).await;
+            let received =
+                transfer::upload(&mut data, &mut upload, ascii, &control, &mut throttle).await;
             let result = match received {
                 Ok(received) => upload
                     .commit()

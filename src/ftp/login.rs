@@ -11,12 +11,14 @@ use bytes::Bytes;
 use tracing::{info, warn};
 
 use super::command::Password;
+use super::passive::canonical;
 use super::path::VirtualPath;
 use super::reply::Reply;
 use super::session::{Account, LoginState, Outcome, Session};
 use crate::config::{Backend, UserConfig};
+use crate::limit::{FailureVerdict, SessionLimiter};
 use crate::obs::metrics::{
-    DEFAULT_TENANT, GaugeGuard, ListenerResultLabels, TenantListenerLabels, UpstreamErrorLabels,
+    GaugeGuard, ListenerResultLabels, ReasonLabels, TenantListenerLabels, UpstreamErrorLabels,
     UpstreamLabels,
 };
 use crate::upstream::instrumented::{Instrumented, kind_label};
@@ -44,6 +46,21 @@ impl Session {
             LoginState::LoggedIn(_) => return Reply::new(230, "Already logged in.").into(),
             LoginState::Fresh => return Reply::new(503, "Login with USER first.").into(),
         };
+        // Connections opened before a ban must not go on guessing.
+        let ip = canonical(self.peer.ip());
+        if self
+            .ctx
+            .shared
+            .login_guard
+            .banned(ip, std::time::Instant::now())
+            .is_some()
+        {
+            self.count_login("failed");
+            return Outcome::Close(Reply::new(
+                421,
+                "Too many failed logins from your address; try again later.",
+            ));
+        }
         let user = self.ctx.shared.config().user(&name).cloned();
         let verified = match &user {
             // A pass-through user without a local hash is checked by the upstream.
@@ -70,6 +87,29 @@ impl Session {
             self.login = LoginState::Fresh;
             return refusal.into();
         }
+        // Before the upstream is bothered: the tenant's and user's session limits.
+        let slot = match self.ctx.shared.session_counts.enter_login(
+            &user.tenant,
+            &user.name,
+            user.effective_max_sessions(),
+            canonical(self.peer.ip()),
+        ) {
+            Ok(slot) => slot,
+            Err(limit) => {
+                warn!(user = %name, tenant = %user.tenant.name, limit = limit.reason(), "session limit reached; login refused");
+                self.ctx
+                    .shared
+                    .metrics
+                    .sessions_refused
+                    .get_or_create(&ReasonLabels {
+                        listener: self.ctx.listener.name.clone(),
+                        reason: limit.reason(),
+                    })
+                    .inc();
+                self.count_login("limited");
+                return Outcome::Close(Reply::new(421, limit.reply_text()));
+            }
+        };
 
         let started = std::time::Instant::now();
         let connected = connect_upstream(&user, &password).await;
@@ -117,13 +157,22 @@ impl Session {
         self.count_login("ok");
         let presence = GaugeGuard::new(&metrics.logged_in.get_or_create(&TenantListenerLabels {
             listener: self.ctx.listener.name.clone(),
-            tenant: DEFAULT_TENANT.to_owned(),
+            tenant: user.tenant.name.clone(),
         }));
+        let limiter = SessionLimiter::new(
+            self.ctx.shared.limits.clone(),
+            metrics.clone(),
+            &user.tenant.name,
+            &user.name,
+            user.effective_rates(),
+        );
         self.login = LoginState::LoggedIn(Box::new(Account {
             user,
             upstream,
             cwd: VirtualPath::root(),
+            limiter,
             _presence: presence,
+            _slot: slot,
         }));
         Reply::new(230, "Login successful.").into()
     }
@@ -145,6 +194,21 @@ impl Session {
         self.failed_logins += 1;
         self.login = LoginState::Fresh;
         info!(user = %name, reason, attempts = self.failed_logins, "login failed");
+        let shared = &self.ctx.shared;
+        let verdict = shared.login_guard.failed(
+            canonical(self.peer.ip()),
+            name,
+            &shared.config().security,
+            std::time::Instant::now(),
+        );
+        if let FailureVerdict::Banned(ban) = verdict {
+            warn!(user = %name, ban = %humantime::format_duration(ban), "too many failed logins; the address is banned");
+            shared.metrics.login_bans.inc();
+            return Outcome::Close(Reply::new(
+                421,
+                "Too many failed logins from your address; try again later.",
+            ));
+        }
         if self.failed_logins >= self.ctx.listener.max_login_attempts {
             Outcome::Close(Reply::new(421, "Too many failed login attempts; closing."))
         } else {

@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, Span, debug, field, info, info_span};
+use tracing::{Instrument, Span, debug, field, info, info_span, warn};
 
 use super::codec::{ControlCodec, ControlInput};
 use super::command::{Command, TransferType};
@@ -31,6 +31,7 @@ use super::reply::Reply;
 use super::reply_map::{Phase, upstream_reply};
 use crate::config::TlsMode;
 use crate::config::{ListenerConfig, UserConfig};
+use crate::limit::{CommandVerdict, LoginSlot, SessionLimiter};
 use crate::obs::metrics::{CommandLabels, GaugeGuard, reply_class};
 use crate::state::Shared;
 use crate::tls::session::{SessionTls, session_configs};
@@ -59,8 +60,12 @@ pub(super) struct Account {
     pub user: Arc<UserConfig>,
     pub upstream: SharedUpstream,
     pub cwd: VirtualPath,
+    /// The rate limits this session's commands and transfers pass.
+    pub limiter: Arc<SessionLimiter>,
     /// Counts this login in `sessions_logged_in` for as long as it lasts.
     pub _presence: GaugeGuard,
+    /// Holds this login's place under the tenant's and user's session limits.
+    pub _slot: LoginSlot,
 }
 
 impl Account {
@@ -344,6 +349,23 @@ impl Session {
         };
         debug!(verb = command.verb(), "command");
         self.answering = Some(command.verb());
+        if let Some(limiter) = self.account().map(|account| account.limiter.clone()) {
+            let cost = if command.is_listing() {
+                limiter.listing_cost()
+            } else {
+                1
+            };
+            if limiter.command(cost).await == CommandVerdict::Flood {
+                warn!("commands over the session's rate for too long; closing");
+                let _ = self
+                    .send(Reply::new(
+                        421,
+                        "Too many commands; closing the connection.",
+                    ))
+                    .await;
+                return false;
+            }
+        }
         let outcome = if !self.is_logged_in() && !command.allowed_before_login() {
             Outcome::Reply(Reply::new(530, "Please log in with USER and PASS first."))
         } else {

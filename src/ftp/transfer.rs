@@ -4,7 +4,9 @@
 //! size, so memory per transfer is constant whatever the file size. The loops
 //! never flush per chunk (crates.md §2: `tokio::io::copy` would make SFTP
 //! drain its whole write pipeline on every stall), and they stop promptly
-//! when the control channel cancels them (ABOR, shutdown).
+//! when the control channel cancels them (ABOR, shutdown). Under a rate
+//! limit, bytes move in small pieces, each after its buckets let it pass:
+//! a limit delays a transfer, it never drops data.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use super::ascii::{FromNetwork, ToNetwork};
+use crate::limit::TransferThrottle;
 use crate::upstream::upload::Upload;
 use crate::upstream::{ReadStream, UpstreamError};
 
@@ -84,20 +87,56 @@ impl TransferControl {
     }
 }
 
+/// The rate limits a transfer passes, if any apply to its session.
+pub type Throttle = Option<TransferThrottle>;
+
+/// Writes `bytes` to the client, piece by piece when a rate limit applies.
+async fn write_shaped<W>(
+    data: &mut W,
+    bytes: &[u8],
+    control: &TransferControl,
+    throttle: &mut Throttle,
+) -> Result<(), TransferError>
+where
+    W: AsyncWrite + Unpin,
+{
+    let Some(throttle) = throttle else {
+        control.data_io(data.write_all(bytes)).await?;
+        control.advance(bytes.len());
+        return Ok(());
+    };
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let n = throttle
+            .piece()
+            .map_or(rest.len(), |piece| piece.min(rest.len()));
+        let (piece, tail) = rest.split_at(n);
+        control
+            .step(async {
+                throttle.pass(n).await;
+                Ok(())
+            })
+            .await?;
+        control.data_io(data.write_all(piece)).await?;
+        control.advance(n);
+        rest = tail;
+    }
+    Ok(())
+}
+
 /// Sends bytes already in memory (a listing). Returns the bytes sent.
 pub async fn send_bytes<W>(
     data: &mut W,
     bytes: Bytes,
     control: &TransferControl,
+    throttle: &mut Throttle,
 ) -> Result<u64, TransferError>
 where
     W: AsyncWrite + Unpin,
 {
-    let len = bytes.len();
-    control.data_io(data.write_all(&bytes)).await?;
-    control.advance(len);
+    write_shaped(data, &bytes, control, throttle).await?;
     control.data_io(data.shutdown()).await?;
-    Ok(len as u64)
+    Ok(bytes.len() as u64)
 }
 
 /// RETR: upstream → client. Ends with a shutdown of the data connection, so
@@ -107,6 +146,7 @@ pub async fn download<W>(
     source: &mut dyn ReadStream,
     ascii: bool,
     control: &TransferControl,
+    throttle: &mut Throttle,
 ) -> Result<u64, TransferError>
 where
     W: AsyncWrite + Unpin,
@@ -124,8 +164,7 @@ where
             Some(converter) => converter.convert(chunk),
             None => chunk,
         };
-        control.data_io(data.write_all(&chunk)).await?;
-        control.advance(chunk.len());
+        write_shaped(data, &chunk, control, throttle).await?;
         sent += chunk.len() as u64;
     }
     control.data_io(data.shutdown()).await?;
@@ -140,6 +179,7 @@ pub async fn upload<D>(
     sink: &mut Upload,
     ascii: bool,
     control: &TransferControl,
+    throttle: &mut Throttle,
 ) -> Result<u64, TransferError>
 where
     D: AsyncRead + AsyncWrite + Unpin,
@@ -149,7 +189,35 @@ where
     let mut buf = BytesMut::with_capacity(UPLOAD_CHUNK);
     loop {
         buf.reserve(UPLOAD_CHUNK);
-        let n = control.data_io(data.read_buf(&mut buf)).await?;
+        let piece = throttle.as_mut().and_then(TransferThrottle::piece);
+        let n = match piece {
+            // Read a whole piece, no more, then wait for the limit: the wait
+            // holds the client back through TCP flow control. Whole pieces
+            // keep the sessions sharing a bucket fair, as each turn then
+            // carries the same number of bytes.
+            Some(piece) => {
+                let mut n = 0;
+                while n < piece {
+                    let got = control
+                        .data_io((&mut *data).take((piece - n) as u64).read_buf(&mut buf))
+                        .await?;
+                    if got == 0 {
+                        break;
+                    }
+                    n += got;
+                }
+                if let Some(throttle) = throttle.as_mut() {
+                    control
+                        .step(async {
+                            throttle.pass(n).await;
+                            Ok(())
+                        })
+                        .await?;
+                }
+                n
+            }
+            None => control.data_io(data.read_buf(&mut buf)).await?,
+        };
         let at_end = n == 0;
         received += n as u64;
         control.advance(n);

@@ -141,6 +141,7 @@ pub struct Metrics {
     pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
     pub limit_delay_seconds: Family<LimitLabels, Counter<f64>>,
     pub reloads: Family<ResultLabels, Counter>,
+    pub login_bans: Counter,
 }
 
 impl Default for Metrics {
@@ -168,6 +169,7 @@ impl Metrics {
             upstream_errors: Family::default(),
             limit_delay_seconds: Family::default(),
             reloads: Family::default(),
+            login_bans: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -241,6 +243,11 @@ impl Metrics {
             "Configuration reloads by result",
             metrics.reloads.clone(),
         );
+        registry.register(
+            "login_bans",
+            "Client addresses banned for too many failed logins",
+            metrics.login_bans.clone(),
+        );
         Metrics {
             registry,
             ..metrics
@@ -289,11 +296,13 @@ impl Metrics {
                     .get_or_create(&TransferLabels { direction, result });
             }
         }
-        for limit in ["download", "upload", "commands"] {
-            let _ = self.limit_delay_seconds.get_or_create(&LimitLabels {
-                tenant: DEFAULT_TENANT.to_owned(),
-                limit,
-            });
+        for tenant in config.tenants.keys() {
+            for limit in ["download", "upload", "commands"] {
+                let _ = self.limit_delay_seconds.get_or_create(&LimitLabels {
+                    tenant: tenant.clone(),
+                    limit,
+                });
+            }
         }
         for listener in &config.listeners {
             let name = || listener.name.clone();
@@ -303,35 +312,29 @@ impl Metrics {
             let _ = self
                 .sessions
                 .get_or_create(&ListenerLabels { listener: name() });
-            let _ = self.logged_in.get_or_create(&TenantListenerLabels {
-                listener: name(),
-                tenant: DEFAULT_TENANT.to_owned(),
-            });
-            for result in ["ok", "failed", "unavailable"] {
+            for tenant in config.tenants.keys() {
+                let _ = self.logged_in.get_or_create(&TenantListenerLabels {
+                    listener: name(),
+                    tenant: tenant.clone(),
+                });
+            }
+            for result in ["ok", "failed", "unavailable", "limited"] {
                 let _ = self.logins.get_or_create(&ListenerResultLabels {
                     listener: name(),
                     result,
                 });
             }
-            let _ = self.sessions_refused.get_or_create(&ReasonLabels {
-                listener: name(),
-                reason: "session_limit",
-            });
+            for reason in SESSION_REFUSAL_REASONS {
+                let _ = self.sessions_refused.get_or_create(&ReasonLabels {
+                    listener: name(),
+                    reason,
+                });
+            }
             for reason in DATA_REFUSAL_REASONS {
                 let _ = self.data_refusals.get_or_create(&ReasonLabels {
                     listener: name(),
                     reason,
                 });
-            }
-            for upstream in config.upstreams.keys() {
-                for direction in ["upload", "download"] {
-                    let _ = self.bytes.get_or_create(&TrafficLabels {
-                        listener: name(),
-                        upstream: upstream.clone(),
-                        tenant: DEFAULT_TENANT.to_owned(),
-                        direction,
-                    });
-                }
             }
         }
         for upstream in config.upstreams.keys() {
@@ -371,8 +374,18 @@ pub const DATA_REFUSAL_REASONS: [&str; 8] = [
     "listener_failed",
 ];
 
-/// The tenant of every user until tenants are configured.
-pub const DEFAULT_TENANT: &str = "default";
+/// Why a connection or a login was refused a session: the server's
+/// `max_sessions`, a client IP's sessions or connection rate, a ban, or the
+/// tenant's and user's limits at login.
+pub const SESSION_REFUSAL_REASONS: [&str; 7] = [
+    "session_limit",
+    "ip_sessions",
+    "connection_rate",
+    "banned",
+    "tenant_sessions",
+    "user_sessions",
+    "tenant_ip_sessions",
+];
 
 /// "1xx" … "5xx" for a reply code.
 pub fn reply_class(code: u16) -> &'static str {
@@ -445,7 +458,8 @@ upstream = "store"
             "ftpbridge_logins_total{listener=\"edge\",result=\"failed\"} 0",
             "ftpbridge_data_connection_refusals_total{listener=\"edge\",reason=\"policy\"} 0",
             "ftpbridge_upstream_errors_total{upstream=\"store\",kind=\"unreachable\"} 0",
-            "ftpbridge_transfer_bytes_total{listener=\"edge\",upstream=\"store\",tenant=\"default\",direction=\"upload\"} 0",
+            "ftpbridge_sessions_logged_in{listener=\"edge\",tenant=\"default\"} 0",
+            "ftpbridge_limit_delay_seconds_total{tenant=\"default\",limit=\"download\"} 0.0",
             "ftpbridge_sessions_active{listener=\"edge\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
