@@ -25,6 +25,7 @@ use crate::limit::{ConnectionRate, Limits, LoginGuard, SessionCounts};
 use crate::obs::LogControl;
 use crate::obs::metrics::{Metrics, ResultLabels};
 use crate::obs::xferlog::XferLog;
+use crate::routing::hook::HookCache;
 use crate::tls::CertStore;
 
 /// A listener's settings and what is built from them.
@@ -102,6 +103,8 @@ pub struct Shared {
     pub session_counts: Arc<SessionCounts>,
     pub connection_rate: ConnectionRate,
     pub login_guard: LoginGuard,
+    /// Answers of the `[auth_hook]`, reused for `auth_hook.cache`.
+    pub hook_cache: HookCache,
     log: Option<LogControl>,
     /// Cleared the moment shutdown begins, so load balancers stop sending.
     accepting: AtomicBool,
@@ -132,6 +135,7 @@ impl Shared {
             session_counts: Arc::default(),
             connection_rate,
             login_guard: LoginGuard::default(),
+            hook_cache: HookCache::default(),
             log,
             accepting: AtomicBool::new(true),
             last_reload_error: Mutex::new(None),

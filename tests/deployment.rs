@@ -278,7 +278,14 @@ fn the_image_builds_from_what_it_copies_and_checks_its_health() {
     // `cargo tree` resolves for this platform from the lock file alone
     // (offline: tests touch no network).
     let metadata = Command::new(env!("CARGO"))
-        .args(["tree", "--locked", "--offline", "-e", "normal", "--manifest-path"])
+        .args([
+            "tree",
+            "--locked",
+            "--offline",
+            "-e",
+            "normal",
+            "--manifest-path",
+        ])
         .arg(staging.path().join("Cargo.toml"))
         .output()
         .unwrap();

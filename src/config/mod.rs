@@ -7,6 +7,7 @@
 
 pub mod human;
 pub mod model;
+mod routing;
 mod tenants;
 mod validate;
 
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::routing::template::Template;
 use crate::secret::Secret;
 use crate::upstream::RemotePath;
 use crate::upstream::sftp::{SftpCredentials, SftpSettings};
@@ -99,6 +101,64 @@ pub struct RuntimeConfig {
     /// Always holds [`DEFAULT_TENANT`], unlimited unless configured.
     pub tenants: HashMap<String, Arc<TenantConfig>>,
     pub security: SecuritySettings,
+    /// Evaluated in order for logins no `[[users]]` entry names.
+    pub routes: Vec<Arc<RouteConfig>>,
+    pub auth_hook: Option<Arc<AuthHookConfig>>,
+}
+
+/// How a route's logins are authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteAuth {
+    /// The upstream checks the FTP user name and password.
+    Passthrough,
+    /// The `[auth_hook]` decides.
+    Hook,
+}
+
+/// What a route matches login names with.
+#[derive(Debug, Clone)]
+pub enum NamePattern {
+    Glob(String),
+    Regex(regex::Regex),
+}
+
+impl NamePattern {
+    pub fn matches(&self, name: &str) -> bool {
+        match self {
+            NamePattern::Glob(glob) => crate::ftp::glob::matches(glob.as_bytes(), name.as_bytes()),
+            NamePattern::Regex(regex) => regex.is_match(name),
+        }
+    }
+}
+
+/// `[[routes]]`: users found by pattern rather than listed.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Its position in the file, for logs.
+    pub index: usize,
+    pub pattern: NamePattern,
+    /// Client networks the route applies to; empty: any.
+    pub clients: Vec<crate::net::Cidr>,
+    pub upstream: Arc<UpstreamConfig>,
+    pub auth: RouteAuth,
+    /// Below the upstream's root, filled in per login.
+    pub root: Template,
+    pub tenant: Arc<TenantConfig>,
+    /// The name presented to the upstream; `None`: the login name.
+    pub upstream_user: Option<Template>,
+    pub require_tls: Option<TlsRequirement>,
+}
+
+/// `[auth_hook]`: where logins are decided by an HTTPS endpoint.
+#[derive(Debug, Clone)]
+pub struct AuthHookConfig {
+    pub url: String,
+    pub timeout: Duration,
+    /// How long an answer is reused for the same credentials; `None`: never.
+    pub cache: Option<Duration>,
+    /// Sent as `Authorization: Bearer …`.
+    pub token: Option<Secret>,
+    pub client: crate::upstream::webdav::DavClient,
 }
 
 /// The tenant of users that name none.
@@ -251,6 +311,9 @@ pub struct ListenerConfig {
     pub tls: Option<ListenerTls>,
     /// What must be encrypted (users may override it).
     pub require_tls: TlsRequirement,
+    /// Upstreams a classic proxy login (`USER name@host`) may reach; empty:
+    /// such logins are ordinary names.
+    pub proxy_login_upstreams: Vec<String>,
 }
 
 /// How a listener offers TLS (RFC 4217).
@@ -405,6 +468,9 @@ pub struct UserConfig {
     pub rates: DirectionRates,
     /// Concurrent sessions of this user; `None`: the tenant's `max_sessions_per_user`.
     pub max_sessions: Option<usize>,
+    /// The name presented to the upstream (pass-through credentials, `{user}`
+    /// in WebDAV URLs); `None`: the login name.
+    pub upstream_user: Option<String>,
 }
 
 impl UserConfig {
@@ -419,12 +485,24 @@ impl UserConfig {
     pub fn effective_max_sessions(&self) -> Option<usize> {
         self.max_sessions.or(self.tenant.max_sessions_per_user)
     }
+
+    /// The name the upstream knows this user by.
+    pub fn upstream_login(&self) -> &str {
+        self.upstream_user.as_deref().unwrap_or(&self.name)
+    }
 }
 
 impl RuntimeConfig {
     pub fn user(&self, name: &str) -> Option<&Arc<UserConfig>> {
         self.users.get(name)
     }
+}
+
+/// A user's root below `upstream`'s root, from a path as a route or the auth
+/// hook writes it (absolute, no `..`).
+pub fn root_below(upstream: &UpstreamConfig, text: &str) -> Result<RemotePath, String> {
+    let user_root = validate::remote_root(String::new(), Some(text)).map_err(|e| e.message)?;
+    Ok(validate::join_roots(&upstream.root, &user_root))
 }
 
 /// Loads and validates `path` with overrides from the process environment.

@@ -31,6 +31,37 @@ pub struct RawConfig {
     pub tenants: BTreeMap<String, RawTenant>,
     #[serde(default)]
     pub security: RawSecurity,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    pub auth_hook: Option<RawAuthHook>,
+}
+
+/// `[[routes]]`: logins that no `[[users]]` entry names, matched by pattern.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// A glob on the login name (`*`, `?`, `[...]`).
+    #[serde(rename = "match")]
+    pub pattern: Option<String>,
+    pub regex: Option<String>,
+    pub clients: Option<Vec<String>>,
+    pub upstream: String,
+    pub auth: Option<String>,
+    pub root: Option<String>,
+    pub tenant: Option<String>,
+    pub upstream_user: Option<String>,
+    pub require_tls: Option<String>,
+}
+
+/// `[auth_hook]`: an HTTPS endpoint that decides logins.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuthHook {
+    pub url: String,
+    pub timeout: Option<String>,
+    pub cache: Option<String>,
+    pub token: Option<Secret>,
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -123,6 +154,8 @@ pub struct RawListener {
     pub data_tls_resumption: Option<String>,
     pub data_close_notify: Option<String>,
     pub allow_ccc: Option<bool>,
+    pub proxy_login: Option<bool>,
+    pub proxy_login_upstreams: Option<Vec<String>>,
 }
 
 /// `host_key = "SHA256:…"` or `host_key = ["SHA256:…", "SHA256:…"]`.

@@ -398,6 +398,7 @@ fn a_webdav_upstream_loads_with_its_defaults() {
         settings
             .url
             .for_user("bob smith")
+            .unwrap()
             .url_of(&RemotePath::new(b"/".to_vec()), true),
         "https://dav.example.com/files/bob%20smith/"
     );
@@ -783,4 +784,191 @@ fn security_settings_are_validated() {
     assert_eq!(error.key, "security.connection_burst");
     let error = error_for(&format!("[server]\nmax_sessions_per_ip = 0\n{}", base()));
     assert_eq!(error.key, "server.max_sessions_per_ip");
+}
+
+// ---- [[routes]], [auth_hook] and proxy logins ----
+
+/// The base config with a pass-through upstream `direct` and `extra` appended.
+fn with_routing(extra: &str) -> String {
+    format!(
+        "{}\n[[upstreams]]\nname = \"direct\"\nkind = \"sftp\"\naddress = \"sftp2.internal\"\nhost_key = \"{PIN}\"\nauth = \"passthrough\"\n\n[tenants.acme]\n\n{extra}",
+        base()
+    )
+}
+
+#[test]
+fn routes_load_in_order_with_their_patterns_networks_and_templates() {
+    let config = load(&with_routing(
+        r#"
+[[routes]]
+regex = "^[a-z]+$"
+clients = ["10.0.0.0/8", "2001:db8::/32"]
+upstream = "direct"
+root = "/home/{user}"
+tenant = "acme"
+
+[[routes]]
+match = "*@example.com"
+upstream = "files"
+auth = "hook"
+root = "/{domain}/{local}"
+upstream_user = "{local}"
+
+[auth_hook]
+url = "https://idp.internal/ftp-login"
+timeout = "3s"
+cache = "60s"
+"#,
+    ))
+    .unwrap();
+    let [first, second] = &config.routes[..] else {
+        panic!("two routes expected: {:?}", config.routes.len());
+    };
+    assert!(first.pattern.matches("bob") && !first.pattern.matches("bob2"));
+    assert_eq!(first.clients.len(), 2);
+    assert_eq!(first.auth, RouteAuth::Passthrough, "the default");
+    assert_eq!(first.tenant.name, "acme");
+    assert_eq!(second.auth, RouteAuth::Hook);
+    assert!(second.pattern.matches("ann@example.com") && !second.pattern.matches("ann@evil.com"));
+    assert_eq!(second.tenant.name, DEFAULT_TENANT);
+    let hook = config.auth_hook.as_ref().unwrap();
+    assert_eq!(hook.timeout, Duration::from_secs(3));
+    assert_eq!(hook.cache, Some(Duration::from_secs(60)));
+}
+
+#[test]
+fn route_errors_name_their_key() {
+    let cases = [
+        ("[[routes]]\nupstream = \"direct\"\n", "routes[0].match"),
+        (
+            "[[routes]]\nmatch = \"*\"\nregex = \"x\"\nupstream = \"direct\"\n",
+            "routes[0].regex",
+        ),
+        (
+            "[[routes]]\nregex = \"(unclosed\"\nupstream = \"direct\"\n",
+            "routes[0].regex",
+        ),
+        (
+            "[[routes]]\nmatch = \"*\"\nupstream = \"nowhere\"\n",
+            "routes[0].upstream",
+        ),
+        (
+            "[[routes]]\nmatch = \"*\"\nupstream = \"direct\"\nclients = [\"10.0.0.0/33\"]\n",
+            "routes[0].clients",
+        ),
+        (
+            "[[routes]]\nmatch = \"*\"\nupstream = \"direct\"\nroot = \"/home/{name}\"\n",
+            "routes[0].root",
+        ),
+        (
+            "[[routes]]\nmatch = \"*\"\nupstream = \"direct\"\nroot = \"/home/../{user}\"\n",
+            "routes[0].root",
+        ),
+        (
+            "[[routes]]\nmatch = \"*\"\nupstream = \"direct\"\ntenant = \"nobody\"\n",
+            "routes[0].tenant",
+        ),
+        (
+            "[[routes]]\nmatch = \"*\"\nupstream = \"direct\"\nauth = \"ldap\"\n",
+            "routes[0].auth",
+        ),
+        // A service-credential upstream cannot check a route's passwords.
+        (
+            "[[routes]]\nmatch = \"*\"\nupstream = \"files\"\n",
+            "routes[0].auth",
+        ),
+        // A hook route without a hook.
+        (
+            "[[routes]]\nmatch = \"a\"\nupstream = \"direct\"\n\n[[routes]]\nmatch = \"*\"\nupstream = \"files\"\nauth = \"hook\"\n",
+            "routes[1].auth",
+        ),
+        (
+            "[[routes]]\nmatch = \"*\"\nupstream = \"direct\"\nupstream_user = \"{nope}\"\n",
+            "routes[0].upstream_user",
+        ),
+    ];
+    for (extra, key) in cases {
+        let err = error_for(&with_routing(extra));
+        assert_eq!(err.key, key, "{extra}: {err}");
+    }
+}
+
+#[test]
+fn auth_hook_errors_name_their_key() {
+    let cases = [
+        ("url = \"ftp://idp/login\"\n", "auth_hook.url"),
+        (
+            "url = \"https://idp/login\"\ntimeout = \"soon\"\n",
+            "auth_hook.timeout",
+        ),
+        (
+            "url = \"https://idp/login\"\ncache = \"forever\"\n",
+            "auth_hook.cache",
+        ),
+        (
+            "url = \"http://127.0.0.1:9/login\"\nca_file = \"/etc/ca.pem\"\n",
+            "auth_hook.ca_file",
+        ),
+        (
+            "url = \"https://idp/login\"\nca_file = \"/nonexistent/ca.pem\"\n",
+            "auth_hook.ca_file",
+        ),
+        ("url = \"https://idp/login\"\nsecret = \"x\"\n", "auth_hook"),
+    ];
+    for (section, key) in cases {
+        let err = error_for(&with_routing(&format!("[auth_hook]\n{section}")));
+        assert_eq!(err.key, key, "{section}: {err}");
+    }
+    let err = error_for(&with_routing(
+        "[auth_hook]\nurl = \"https://idp/\"\nsecret = \"x\"\n",
+    ));
+    assert!(err.to_string().contains("secret"), "{err}");
+    let config = load(&with_routing("[auth_hook]\nurl = \"https://idp/login\"\n")).unwrap();
+    let hook = config.auth_hook.unwrap();
+    assert_eq!((hook.timeout, hook.cache), (Duration::from_secs(5), None));
+}
+
+#[test]
+fn proxy_login_needs_an_allow_list_of_pass_through_upstreams() {
+    let listener = "bind = \"127.0.0.1:2121\"";
+    let on = |extra: &str| with_routing("").replacen(listener, &format!("{listener}\n{extra}"), 1);
+    let err = error_for(&on("proxy_login = true"));
+    assert_eq!(err.key, "listeners[0].proxy_login_upstreams");
+    let err = error_for(&on("proxy_login_upstreams = [\"direct\"]"));
+    assert_eq!(err.key, "listeners[0].proxy_login");
+    let err = error_for(&on(
+        "proxy_login = true\nproxy_login_upstreams = [\"files\"]",
+    ));
+    assert_eq!(err.key, "listeners[0].proxy_login_upstreams");
+    assert!(err.to_string().contains("passthrough"), "{err}");
+    let err = error_for(&on(
+        "proxy_login = true\nproxy_login_upstreams = [\"ghost\"]",
+    ));
+    assert_eq!(err.key, "listeners[0].proxy_login_upstreams");
+    let config = load(&on(
+        "proxy_login = true\nproxy_login_upstreams = [\"direct\"]",
+    ))
+    .unwrap();
+    assert_eq!(config.listeners[0].proxy_login_upstreams, ["direct"]);
+    assert!(
+        load(&with_routing("")).unwrap().listeners[0]
+            .proxy_login_upstreams
+            .is_empty()
+    );
+}
+
+/// The README's route example, as a newcomer would paste it under a listener.
+#[test]
+fn the_readme_route_example_loads() {
+    let readme = include_str!("../../README.md");
+    let example = readme
+        .split("**2. Route**")
+        .nth(1)
+        .and_then(|rest| rest.split("```toml\n").nth(1))
+        .and_then(|block| block.split("```").next())
+        .expect("README has a route example");
+    let text = format!("[[listeners]]\nname = \"main\"\nbind = \"127.0.0.1:2121\"\n\n{example}");
+    let config = load(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(config.routes.len(), 2);
+    assert!(config.routes[0].pattern.matches("alice@partners.example"));
 }

@@ -39,7 +39,19 @@ pub fn validate(raw: RawConfig) -> Result<RuntimeConfig> {
     let tenants = super::tenants::tenants(&raw.tenants)?;
     let security = super::tenants::security(&raw.security)?;
     let users = users(&raw.users, &upstreams, &tenants)?;
+    super::routing::check_proxy_login_upstreams(&listeners, &upstreams)?;
+    let routes = super::routing::routes(&raw.routes, &upstreams, &tenants)?;
+    let auth_hook = raw
+        .auth_hook
+        .as_ref()
+        .map(super::routing::auth_hook)
+        .transpose()?;
+    if auth_hook.is_none() {
+        super::routing::check_hook_routes(&routes)?;
+    }
     Ok(RuntimeConfig {
+        routes,
+        auth_hook,
         server,
         admin,
         logging,
@@ -251,6 +263,7 @@ fn listeners(raw: &[RawListener]) -> Result<Vec<Arc<ListenerConfig>>> {
                 None => TlsRequirement::Off,
                 Some(text) => tls_requirement(key("require_tls"), text)?,
             },
+            proxy_login_upstreams: super::routing::proxy_login(i, listener)?,
         }));
         let last = out.last().map(|l| (l.tls.is_none(), l.require_tls));
         if let Some((true, requirement)) = last
@@ -265,7 +278,7 @@ fn listeners(raw: &[RawListener]) -> Result<Vec<Arc<ListenerConfig>>> {
     Ok(out)
 }
 
-fn tls_requirement(key: String, text: &str) -> Result<TlsRequirement> {
+pub(super) fn tls_requirement(key: String, text: &str) -> Result<TlsRequirement> {
     match text {
         "off" => Ok(TlsRequirement::Off),
         "control" => Ok(TlsRequirement::Control),
@@ -394,7 +407,7 @@ fn passive_address(key: String, text: Option<&str>) -> Result<PassiveAddress> {
     }
 }
 
-fn remote_root(key: String, text: Option<&str>) -> Result<RemotePath> {
+pub(super) fn remote_root(key: String, text: Option<&str>) -> Result<RemotePath> {
     let text = text.unwrap_or("/");
     if !text.starts_with('/') {
         return Err(ConfigError::new(
@@ -856,13 +869,14 @@ fn users(
                 tenant,
                 rates,
                 max_sessions,
+                upstream_user: None,
             }),
         );
     }
     Ok(out)
 }
 
-fn join_roots(upstream_root: &RemotePath, user_root: &RemotePath) -> RemotePath {
+pub(super) fn join_roots(upstream_root: &RemotePath, user_root: &RemotePath) -> RemotePath {
     user_root
         .as_bytes()
         .split(|&b| b == b'/')

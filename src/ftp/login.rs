@@ -21,6 +21,7 @@ use crate::obs::metrics::{
     GaugeGuard, ListenerResultLabels, ReasonLabels, TenantListenerLabels, UpstreamErrorLabels,
     UpstreamLabels,
 };
+use crate::routing::{self, Login, Resolution};
 use crate::upstream::instrumented::{Instrumented, kind_label};
 use crate::upstream::sftp::{SftpCredentials, SftpUpstream};
 use crate::upstream::webdav::{DavCredentials, WebDavUpstream};
@@ -61,26 +62,47 @@ impl Session {
                 "Too many failed logins from your address; try again later.",
             ));
         }
-        let user = self.ctx.shared.config().user(&name).cloned();
-        let verified = match &user {
-            // A pass-through user without a local hash is checked by the upstream.
-            Some(user) => match &user.password_hash {
-                Some(hash) => {
-                    self.ctx
-                        .shared
-                        .passwords
-                        .verify(Some(hash), &password.0)
-                        .await
-                }
-                None => true,
-            },
-            None => {
-                self.ctx.shared.passwords.verify(None, &password.0).await;
-                false
-            }
+        let config = self.ctx.shared.config();
+        let login = Login {
+            name: &name,
+            password: &password.0,
+            client: ip,
+            listener: &self.ctx.listener,
+            tls: self.control.get_ref().is_tls(),
         };
-        let Some(user) = user.filter(|_| verified) else {
-            return self.login_failed(&name, "wrong user name or password");
+        let user = match routing::resolve(&config, &self.ctx.shared.hook_cache, &login).await {
+            Resolution::Static(user) => {
+                // A pass-through user without a local hash is checked by the upstream.
+                let verified = match &user.password_hash {
+                    Some(hash) => {
+                        self.ctx
+                            .shared
+                            .passwords
+                            .verify(Some(hash), &password.0)
+                            .await
+                    }
+                    None => true,
+                };
+                if !verified {
+                    return self.login_failed(&name, "wrong user name or password");
+                }
+                user
+            }
+            Resolution::CheckedByUpstream(user) | Resolution::Allowed(user) => user,
+            Resolution::Refused(reason) => return self.login_failed(&name, &reason),
+            Resolution::Unknown => {
+                // As slow as a known user's check, so timing does not tell names apart.
+                self.ctx.shared.passwords.verify(None, &password.0).await;
+                return self.login_failed(&name, "wrong user name or password");
+            }
+            Resolution::Unavailable(reason) => {
+                warn!(user = %name, %reason, "login cannot be decided");
+                self.count_login("unavailable");
+                return Outcome::Close(Reply::new(
+                    421,
+                    "Authentication service unavailable; try again later.",
+                ));
+            }
         };
         let requirement = user.require_tls.unwrap_or(self.ctx.listener.require_tls);
         if let Some(refusal) = self.refuse_clear_login(requirement) {
@@ -225,17 +247,20 @@ async fn connect_upstream(
 ) -> Result<SharedUpstream, UpstreamError> {
     match &user.upstream.backend {
         Backend::Sftp { settings, auth } => {
-            let credentials = auth.credentials(&user.name, &password.0, |username, password| {
-                SftpCredentials::Password { username, password }
-            });
+            let credentials =
+                auth.credentials(user.upstream_login(), &password.0, |username, password| {
+                    SftpCredentials::Password { username, password }
+                });
             let session = SftpUpstream::connect(settings, &credentials).await?;
             Ok(Arc::new(session))
         }
         Backend::WebDav { settings, auth } => {
-            let credentials = auth.credentials(&user.name, &password.0, |username, password| {
-                DavCredentials::Basic { username, password }
-            });
-            let session = WebDavUpstream::connect(settings, &user.name, &credentials).await?;
+            let credentials =
+                auth.credentials(user.upstream_login(), &password.0, |username, password| {
+                    DavCredentials::Basic { username, password }
+                });
+            let session =
+                WebDavUpstream::connect(settings, user.upstream_login(), &credentials).await?;
             Ok(Arc::new(session))
         }
     }

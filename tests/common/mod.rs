@@ -7,9 +7,11 @@
 //! - [`pki`]: a test CA and the certificates it issues.
 //! - [`ftps`]: an FTPS control connection with rustls as the client.
 //! - [`http`]: a minimal GET for the admin endpoint.
+//! - [`hook`]: an HTTPS auth hook endpoint with answers the test decides.
 //! - [`webdav`]: real nginx and Apache WebDAV servers (upstreams for WebDAV tests).
 
 pub mod ftps;
+pub mod hook;
 pub mod http;
 pub mod pki;
 pub mod proxy;

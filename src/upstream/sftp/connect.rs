@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use russh::client;
+use russh::MethodKind;
+use russh::client::AuthResult;
+use russh::client::{self, KeyboardInteractiveAuthResponse};
 use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use tracing::{debug, warn};
 
@@ -279,9 +281,18 @@ pub async fn open_session(
 async fn authenticate(handle: &mut SshHandle, credentials: &SftpCredentials) -> Result<bool> {
     let result = match credentials {
         SftpCredentials::Password { username, password } => {
-            handle
+            let result = handle
                 .authenticate_password(username.clone(), password.expose())
                 .await
+                .map_err(ssh_error)?;
+            return match result {
+                AuthResult::Failure {
+                    remaining_methods, ..
+                } if remaining_methods.contains(&MethodKind::KeyboardInteractive) => {
+                    keyboard_interactive(handle, username, password).await
+                }
+                other => Ok(other.success()),
+            };
         }
         SftpCredentials::Key { username, key } => {
             // RSA keys must be signed with SHA-2; `None` would mean SHA-1,
@@ -304,6 +315,45 @@ async fn authenticate(handle: &mut SshHandle, credentials: &SftpCredentials) -> 
         }
     };
     Ok(result.map_err(ssh_error)?.success())
+}
+
+/// Servers that ask for the password through PAM offer keyboard-interactive
+/// rather than password authentication: answer their prompts with the
+/// password (and the user name where a prompt echoes, as for "Login:").
+async fn keyboard_interactive(
+    handle: &mut SshHandle,
+    username: &str,
+    password: &Secret,
+) -> Result<bool> {
+    /// Servers ask for a password, perhaps an expiry notice; never more.
+    const MAX_ROUNDS: usize = 4;
+    let mut reply = handle
+        .authenticate_keyboard_interactive_start(username, None::<String>)
+        .await
+        .map_err(ssh_error)?;
+    for _ in 0..MAX_ROUNDS {
+        match reply {
+            KeyboardInteractiveAuthResponse::Success => return Ok(true),
+            KeyboardInteractiveAuthResponse::Failure { .. } => return Ok(false),
+            KeyboardInteractiveAuthResponse::InfoRequest { prompts, .. } => {
+                let answers = prompts
+                    .iter()
+                    .map(|prompt| {
+                        if prompt.echo {
+                            username.to_owned()
+                        } else {
+                            password.expose().to_owned()
+                        }
+                    })
+                    .collect();
+                reply = handle
+                    .authenticate_keyboard_interactive_respond(answers)
+                    .await
+                    .map_err(ssh_error)?;
+            }
+        }
+    }
+    Ok(false)
 }
 
 async fn start_sftp(handle: &SshHandle, settings: &SftpSettings) -> Result<SftpChannel> {

@@ -147,18 +147,23 @@ impl DavClient {
         }
     }
 
-    /// The whole body of an XML answer, bounded in size and time.
-    pub async fn read_xml(&self, mut body: Incoming) -> Result<String> {
+    /// The whole body of an answer, at most `limit` bytes, bounded in time.
+    pub async fn read_body(&self, mut body: Incoming, limit: usize) -> Result<Vec<u8>> {
         let mut buf = BytesMut::new();
         while let Some(chunk) = self.next_chunk(&mut body).await? {
-            if buf.len() + chunk.len() > MAX_XML_BODY {
-                return Err(UpstreamError::new(ErrorKind::Failure).with_detail(format!(
-                    "the server's XML answer exceeds {MAX_XML_BODY} bytes"
-                )));
+            if buf.len() + chunk.len() > limit {
+                return Err(UpstreamError::new(ErrorKind::Failure)
+                    .with_detail(format!("the server's answer exceeds {limit} bytes")));
             }
             buf.extend_from_slice(&chunk);
         }
-        String::from_utf8(buf.to_vec()).map_err(|_| {
+        Ok(buf.to_vec())
+    }
+
+    /// The whole body of an XML answer, bounded in size and time.
+    pub async fn read_xml(&self, body: Incoming) -> Result<String> {
+        let bytes = self.read_body(body, MAX_XML_BODY).await?;
+        String::from_utf8(bytes).map_err(|_| {
             UpstreamError::new(ErrorKind::Protocol).with_detail("the XML answer is not UTF-8")
         })
     }

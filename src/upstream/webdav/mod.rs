@@ -143,9 +143,13 @@ impl WebDavUpstream {
         ftp_user: &str,
         credentials: &DavCredentials,
     ) -> Result<Self> {
+        let base = settings.url.for_user(ftp_user).ok_or_else(|| {
+            UpstreamError::new(ErrorKind::AuthenticationFailed)
+                .with_detail("the URL needs {domain} and the login name has no '@'")
+        })?;
         let mut session = WebDavUpstream {
             client: settings.client.clone(),
-            base: settings.url.for_user(ftp_user),
+            base,
             authorization: credentials.header()?,
             reports_quota: false,
         };

@@ -56,7 +56,8 @@ impl FakeServer {
             client: DavClient::new(tls, timeouts),
             base: UrlTemplate::parse(&format!("http://{}/dav/", self.addr))
                 .unwrap()
-                .for_user("u"),
+                .for_user("u")
+                .unwrap(),
             authorization: HeaderValue::from_static("Basic dTpw"),
             reports_quota: false,
         }

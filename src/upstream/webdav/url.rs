@@ -20,6 +20,11 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 
 /// The placeholder in `url` replaced by the FTP login name.
 pub const USER_PLACEHOLDER: &str = "{user}";
+/// The part of the login name before its last `@`.
+pub const LOCAL_PLACEHOLDER: &str = "{local}";
+/// The part of the login name after its last `@`.
+pub const DOMAIN_PLACEHOLDER: &str = "{domain}";
+const PLACEHOLDERS: [&str; 3] = [USER_PLACEHOLDER, LOCAL_PLACEHOLDER, DOMAIN_PLACEHOLDER];
 
 /// A configured base URL, possibly with `{user}` in its path, checked once
 /// at configuration time.
@@ -46,8 +51,8 @@ impl UrlTemplate {
             Some(slash) => (&rest[..slash], &rest[slash..]),
             None => (rest, "/"),
         };
-        if authority.is_empty() || authority.contains(USER_PLACEHOLDER) {
-            return Err("the URL needs a host ({user} may appear only in the path)".into());
+        if authority.is_empty() || authority.contains(['{', '}']) {
+            return Err("the URL needs a host (placeholders may appear only in the path)".into());
         }
         if authority.contains('@') {
             return Err(
@@ -57,11 +62,16 @@ impl UrlTemplate {
         if path.contains(['?', '#']) {
             return Err("the URL must not have a query or fragment".into());
         }
-        // The rest must parse as a URI once the placeholder is filled in.
-        let probe = format!(
-            "{scheme}://{authority}{}",
-            path.replace(USER_PLACEHOLDER, "u")
-        );
+        let filled = PLACEHOLDERS.iter().fold(path.to_owned(), |p, placeholder| {
+            p.replace(placeholder, "u")
+        });
+        if filled.contains(['{', '}']) {
+            return Err(format!(
+                "{text:?}: unknown placeholder; use {{user}}, {{local}} or {{domain}}"
+            ));
+        }
+        // The rest must parse as a URI once the placeholders are filled in.
+        let probe = format!("{scheme}://{authority}{filled}");
         let uri: http::Uri = probe
             .parse()
             .map_err(|e| format!("{text:?} is not a valid URL: {e}"))?;
@@ -97,16 +107,28 @@ impl UrlTemplate {
     }
 
     pub fn has_user_placeholder(&self) -> bool {
-        self.path.contains(USER_PLACEHOLDER)
+        PLACEHOLDERS.iter().any(|p| self.path.contains(p))
     }
 
-    /// The base URL for one FTP user: `{user}` becomes the percent-encoded name.
-    pub fn for_user(&self, ftp_user: &str) -> BaseUrl {
-        let user = encode_segment(ftp_user.as_bytes());
-        BaseUrl {
-            origin: self.origin.clone(),
-            path: self.path.replace(USER_PLACEHOLDER, &user),
+    /// The base URL for one FTP user: `{user}` becomes the percent-encoded
+    /// name, `{local}` and `{domain}` its parts around the last `@`. `None`
+    /// when the URL needs `{domain}` and the name has no `@`.
+    pub fn for_user(&self, ftp_user: &str) -> Option<BaseUrl> {
+        let (local, domain) = match ftp_user.rsplit_once('@') {
+            Some((local, domain)) => (local, Some(domain)),
+            None => (ftp_user, None),
+        };
+        let mut path = self
+            .path
+            .replace(USER_PLACEHOLDER, &encode_segment(ftp_user.as_bytes()))
+            .replace(LOCAL_PLACEHOLDER, &encode_segment(local.as_bytes()));
+        if path.contains(DOMAIN_PLACEHOLDER) {
+            path = path.replace(DOMAIN_PLACEHOLDER, &encode_segment(domain?.as_bytes()));
         }
+        Some(BaseUrl {
+            origin: self.origin.clone(),
+            path,
+        })
     }
 }
 
@@ -209,11 +231,29 @@ mod tests {
     use super::*;
 
     fn base(text: &str, user: &str) -> BaseUrl {
-        UrlTemplate::parse(text).unwrap().for_user(user)
+        UrlTemplate::parse(text).unwrap().for_user(user).unwrap()
     }
 
     fn path(p: &str) -> RemotePath {
         RemotePath::new(p.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn local_and_domain_placeholders_split_the_name_at_its_last_at_sign() {
+        let template = UrlTemplate::parse("https://dav/{domain}/{local}/").unwrap();
+        assert_eq!(
+            template
+                .for_user("j doe@corp.example")
+                .unwrap()
+                .url_of(&path("/a"), false),
+            "https://dav/corp.example/j%20doe/a"
+        );
+        assert_eq!(template.for_user("nodomain"), None);
+        let local_only = UrlTemplate::parse("https://dav/{local}/").unwrap();
+        assert_eq!(
+            local_only.for_user("ann").unwrap().url_of(&path("/"), true),
+            "https://dav/ann/"
+        );
     }
 
     #[test]
@@ -251,6 +291,7 @@ mod tests {
             "ftp://h/",
             "https:///files",
             "https://{user}.example.com/",
+            "https://h/files/{name}/",
             "https://h/files?x=1",
             "https://svc:pw@h/files",
         ] {
