@@ -331,6 +331,8 @@ async fn the_hook_decides_and_its_answer_is_obeyed() {
     assert_eq!(requests[0]["client_ip"], "127.0.0.1");
     assert_eq!(requests[0]["listener"], "test");
     assert_eq!(requests[0]["tls"], false);
+    assert_eq!(requests[0]["_method"], "POST");
+    assert_eq!(requests[0]["_authorization"], "Bearer hook-secret");
     proxy.stop().await;
 }
 

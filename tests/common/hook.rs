@@ -81,8 +81,22 @@ impl HookServer {
                         let decide = decide.clone();
                         let seen = seen.clone();
                         async move {
+                            // The method and bearer token ride along as
+                            // `_method` and `_authorization` for the tests.
+                            let method = request.method().to_string();
+                            let authorization = request
+                                .headers()
+                                .get(hyper::header::AUTHORIZATION)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default()
+                                .to_owned();
                             let body = request.into_body().collect().await?.to_bytes();
-                            let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                            let mut value: Value =
+                                serde_json::from_slice(&body).unwrap_or(Value::Null);
+                            if let Value::Object(fields) = &mut value {
+                                fields.insert("_method".into(), method.into());
+                                fields.insert("_authorization".into(), authorization.into());
+                            }
                             seen.lock().unwrap().push(value.clone());
                             let reply = match decide(&value) {
                                 HookReply::Json(json) => (StatusCode::OK, json.to_string()),
