@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::model::{RawAuthHook, RawListener, RawRoute};
-use super::validate::{remote_root, tls_requirement};
+use super::validate::{remote_root, tls_requirement, upstream_named};
 use super::{
     AuthHookConfig, ConfigError, DEFAULT_TENANT, ListenerConfig, NamePattern, RouteAuth,
     RouteConfig, TenantConfig, UpstreamConfig, human,
@@ -112,18 +112,7 @@ fn route_config(
                 .map_err(|m| ConfigError::new(key("clients"), m))
         })
         .collect::<Result<Vec<_>>>()?;
-    let upstream = upstreams.get(&raw.upstream).cloned().ok_or_else(|| {
-        let mut known: Vec<&str> = upstreams.keys().map(String::as_str).collect();
-        known.sort_unstable();
-        ConfigError::new(
-            key("upstream"),
-            format!(
-                "no upstream named {:?} (defined: {})",
-                raw.upstream,
-                known.join(", ")
-            ),
-        )
-    })?;
+    let upstream = upstream_named(key("upstream"), &raw.upstream, upstreams)?;
     let auth = match raw.auth.as_deref().unwrap_or("passthrough") {
         "passthrough" => RouteAuth::Passthrough,
         "hook" => RouteAuth::Hook,

@@ -407,6 +407,22 @@ fn passive_address(key: String, text: Option<&str>) -> Result<PassiveAddress> {
     }
 }
 
+/// The upstream a user or route names; the error lists the defined ones.
+pub(super) fn upstream_named(
+    key: String,
+    name: &str,
+    upstreams: &HashMap<String, Arc<UpstreamConfig>>,
+) -> Result<Arc<UpstreamConfig>> {
+    upstreams.get(name).cloned().ok_or_else(|| {
+        let mut known: Vec<&str> = upstreams.keys().map(String::as_str).collect();
+        known.sort_unstable();
+        ConfigError::new(
+            key,
+            format!("no upstream named {name:?} (defined: {})", known.join(", ")),
+        )
+    })
+}
+
 pub(super) fn remote_root(key: String, text: Option<&str>) -> Result<RemotePath> {
     let text = text.unwrap_or("/");
     if !text.starts_with('/') {
@@ -827,18 +843,7 @@ fn users(
                 format!("{:?} is defined twice", user.name),
             ));
         }
-        let upstream = upstreams.get(&user.upstream).ok_or_else(|| {
-            let mut known: Vec<&str> = upstreams.keys().map(String::as_str).collect();
-            known.sort_unstable();
-            ConfigError::new(
-                key("upstream"),
-                format!(
-                    "no upstream named {:?} (defined: {})",
-                    user.upstream,
-                    known.join(", ")
-                ),
-            )
-        })?;
+        let upstream = upstream_named(key("upstream"), &user.upstream, upstreams)?;
         match &user.password_hash {
             Some(hash) => crate::auth::validate_hash(hash.expose())
                 .map_err(|m| ConfigError::new(key("password_hash"), m))?,
