@@ -45,8 +45,7 @@ pub struct HookRequest<'a> {
 }
 
 /// What the hook granted; unset fields come from the route, if any.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Grant {
     pub upstream: Option<String>,
     pub root: Option<String>,
@@ -57,13 +56,21 @@ pub struct Grant {
     pub max_sessions: Option<usize>,
 }
 
+/// The answer as sent. Flat, without `#[serde(flatten)]`, because serde
+/// ignores `deny_unknown_fields` through a flattened struct, and a
+/// misspelt field (`"max_session"`) must be an error, not a silent default.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Answer {
     allow: bool,
-    #[serde(default)]
     reason: Option<String>,
-    #[serde(flatten)]
-    grant: Grant,
+    upstream: Option<String>,
+    root: Option<String>,
+    tenant: Option<String>,
+    upstream_user: Option<String>,
+    download_rate: Option<String>,
+    upload_rate: Option<String>,
+    max_sessions: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,7 +94,15 @@ pub fn parse_answer(body: &[u8]) -> Result<Verdict, HookError> {
     let answer: Answer =
         serde_json::from_slice(body).map_err(|e| HookError::BadAnswer(e.to_string()))?;
     Ok(if answer.allow {
-        Verdict::Allow(answer.grant)
+        Verdict::Allow(Grant {
+            upstream: answer.upstream,
+            root: answer.root,
+            tenant: answer.tenant,
+            upstream_user: answer.upstream_user,
+            download_rate: answer.download_rate,
+            upload_rate: answer.upload_rate,
+            max_sessions: answer.max_sessions,
+        })
     } else {
         Verdict::Deny(answer.reason)
     })
