@@ -25,24 +25,25 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Mutex, mpsc};
+use std::sync::{Condvar, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use common::ftps::{FtpsControl, all_versions, client_config};
 use common::netns::{
-    ATTACKER, ChildGuard, EGRESS_A, EGRESS_B, NatLab, SERVER, Snat, VIP, at, skip_unless_available,
+    ATTACKER, ChildGuard, EGRESS_A, EGRESS_B, NatLab, Netns, SERVER, Snat, VIP, at,
+    skip_unless_available,
 };
 use common::pki::TestPki;
 use common::proxy::{PASSWORD, alice_config, random_bytes, sha256, sha256_file};
 use common::raw::RawFtp;
-use common::source::epsv_port;
+use common::source::{epsv_port, pasv_addr};
 use common::sshd::Sshd;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 const FTP_PORT: u16 = 2121;
 /// Transfers per SNAT mode: this many LIST, RETR and STOR each.
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 4;
 /// No single transfer may take longer: a refusal must be quick, never a hang.
 const TRANSFER_LIMIT: Duration = Duration::from_secs(15);
 /// `data_connect_timeout` in the lab: a 425 well before it is a fast refusal.
@@ -111,12 +112,17 @@ fn payload() -> Vec<u8> {
     random_bytes(150_000, 77)
 }
 
-/// How a client reaches the proxy: where, and which curl options.
+/// How a client reaches the server: where, as whom, which curl options.
 struct Client<'a> {
-    lab: &'a NatLab,
+    /// The namespace curl runs in.
+    ns: &'a Netns,
     host: IpAddr,
+    /// `user:password` for the URL (percent-encoded).
+    login: String,
     curl_options: Vec<String>,
     upload: PathBuf,
+    /// Where STOR puts its file, relative to the login directory.
+    upload_prefix: &'static str,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -132,23 +138,51 @@ impl Tally {
     fn cell(&self) -> String {
         format!("{}/{}", self.succeeded, self.tried)
     }
+
+    /// Both tallies in one.
+    fn plus(mut self, other: Tally) -> Tally {
+        self.tried += other.tried;
+        self.succeeded += other.succeeded;
+        self.slowest_failure = self.slowest_failure.max(other.slowest_failure);
+        self.errors.extend(other.errors);
+        self
+    }
 }
 
-impl Client<'_> {
+impl<'a> Client<'a> {
+    /// Alice on ftpbridge (the SFTP user behind it).
+    fn alice(ns: &'a Netns, host: IpAddr, curl_options: Vec<String>, upload: PathBuf) -> Self {
+        Client {
+            ns,
+            host,
+            login: format!("alice:{}", PASSWORD.replace(' ', "%20")),
+            curl_options,
+            upload,
+            upload_prefix: "",
+        }
+    }
+
+    /// vsftpd's anonymous user, uploading into `incoming/`.
+    fn anonymous(ns: &'a Netns, upload: PathBuf) -> Self {
+        Client {
+            ns,
+            host: IpAddr::V4(SERVER),
+            login: "anonymous:lab".into(),
+            curl_options: vec![],
+            upload,
+            upload_prefix: "incoming/",
+        }
+    }
+
     fn url(&self, path: &str) -> String {
-        format!(
-            "ftp://alice:{}@{}:{FTP_PORT}/{path}",
-            PASSWORD.replace(' ', "%20"),
-            self.host
-        )
+        format!("ftp://{}@{}:{FTP_PORT}/{path}", self.login, self.host)
     }
 
     /// One curl run in the client namespace: success, elapsed, stdout, stderr.
     fn curl(&self, args: &[String]) -> (bool, Duration, Vec<u8>, String) {
         let started = Instant::now();
         let output = self
-            .lab
-            .client
+            .ns
             .command("curl")
             .args(["-sS", "--max-time"])
             .arg(TRANSFER_LIMIT.as_secs().to_string())
@@ -165,8 +199,9 @@ impl Client<'_> {
     }
 
     /// `ROUNDS` times LIST, RETR and STOR, each in its own session; every
-    /// result is checked byte for byte.
-    fn transfers(&self, server: &Server) -> Tally {
+    /// result is checked byte for byte (uploads in `stored`, where the
+    /// server keeps them).
+    fn transfers(&self, stored: &Path) -> Tally {
         let mut tally = Tally::default();
         let expected = sha256(&payload());
         for round in 0..ROUNDS {
@@ -179,7 +214,7 @@ impl Client<'_> {
                     vec![
                         "-T".into(),
                         self.upload.display().to_string(),
-                        self.url(&name),
+                        self.url(&format!("{}{name}", self.upload_prefix)),
                     ],
                 ),
             ];
@@ -190,7 +225,7 @@ impl Client<'_> {
                         "LIST" => String::from_utf8_lossy(&stdout).contains("payload.bin"),
                         "RETR" => sha256(&stdout) == expected,
                         _ => {
-                            let stored = server.alice_dir().join(&name);
+                            let stored = stored.join(&name);
                             stored.exists() && sha256_file(&stored) == expected
                         }
                     };
@@ -226,9 +261,9 @@ fn upload_file(dir: &Path) -> PathBuf {
 /// The counts of every lab test, collected into one report.
 static REPORT: Mutex<BTreeMap<(String, String), String>> = Mutex::new(BTreeMap::new());
 
-fn record(policy: &str, mode: Snat, tally: &Tally) {
+fn record(server: &str, policy: &str, mode: Snat, tally: &Tally) {
     let line = format!(
-        "| {policy} | {} | {} | {} |",
+        "| {server} | {policy} | {} | {} | {} |",
         mode.label(),
         tally.cell(),
         if tally.succeeded == tally.tried {
@@ -243,10 +278,14 @@ fn record(policy: &str, mode: Snat, tally: &Tally) {
     );
     eprintln!("NAT lab: {line}");
     let mut report = REPORT.lock().unwrap_or_else(|e| e.into_inner());
-    report.insert((policy.to_owned(), mode.label().to_owned()), line);
+    report.insert(
+        (format!("{server} {policy}"), mode.label().to_owned()),
+        line,
+    );
     let mut text = String::from(
-        "# NAT lab: transfers succeeded / tried (LIST, RETR, STOR; one session each)\n\n\
-         | policy | SNAT mode | succeeded/tried | failures |\n|---|---|---|---|\n",
+        "# NAT lab: transfers succeeded / tried (LIST, RETR and STOR, one curl session each)\n\n\
+         | server | data-source policy | SNAT mode | succeeded/tried | failures |\n\
+         |---|---|---|---|---|\n",
     );
     for line in report.values() {
         text.push_str(line);
@@ -289,12 +328,12 @@ fn same_ip_refuses_the_other_egress_address_with_a_fast_425() {
     let lab = lab_or_skip!("same_ip_refuses_the_other_egress_address_with_a_fast_425");
     let server = Server::start(&lab, "");
     let dir = tempfile::tempdir().unwrap();
-    let client = Client {
-        lab: &lab,
-        host: IpAddr::V4(SERVER),
-        curl_options: vec![],
-        upload: upload_file(dir.path()),
-    };
+    let client = Client::alice(
+        &lab.client,
+        IpAddr::V4(SERVER),
+        vec![],
+        upload_file(dir.path()),
+    );
 
     // The exact exchange: 150, then 425 within seconds.
     lab.set_snat(Snat::Nth).unwrap();
@@ -322,21 +361,27 @@ fn same_ip_refuses_the_other_egress_address_with_a_fast_425() {
         server.proxy.log_tail(20)
     );
 
-    for mode in [Snat::Nth, Snat::Random] {
+    for mode in [Snat::Nth, Snat::Random, Snat::Single] {
         lab.set_snat(mode).unwrap();
-        let tally = client.transfers(&server);
-        record("same-ip (default)", mode, &tally);
+        let tally = client.transfers(&server.alice_dir());
+        record("ftpbridge", "same-ip (default)", mode, &tally);
         assert!(
             tally.slowest_failure < TRANSFER_LIMIT - Duration::from_secs(3),
             "{mode:?}: a failure took {:?}: {:?}",
             tally.slowest_failure,
             tally.errors
         );
-        if mode == Snat::Nth {
-            assert_eq!(
+        match mode {
+            Snat::Nth => assert_eq!(
                 tally.succeeded, 0,
                 "every data connection leaves by the other address"
-            );
+            ),
+            Snat::Single => assert_eq!(
+                tally.succeeded, tally.tried,
+                "one egress address: same-ip is enough: {:?}",
+                tally.errors
+            ),
+            Snat::Random => {}
         }
     }
 }
@@ -351,16 +396,21 @@ fn cidr_covering_both_egress_addresses_lets_every_transfer_through() {
         ),
     );
     let dir = tempfile::tempdir().unwrap();
-    let client = Client {
-        lab: &lab,
-        host: IpAddr::V4(SERVER),
-        curl_options: vec![],
-        upload: upload_file(dir.path()),
-    };
+    let client = Client::alice(
+        &lab.client,
+        IpAddr::V4(SERVER),
+        vec![],
+        upload_file(dir.path()),
+    );
     for mode in [Snat::Nth, Snat::Random] {
         lab.set_snat(mode).unwrap();
-        let tally = client.transfers(&server);
-        record("same-ip + cidr (both egress IPs)", mode, &tally);
+        let tally = client.transfers(&server.alice_dir());
+        record(
+            "ftpbridge",
+            "same-ip + cidr (both egress IPs)",
+            mode,
+            &tally,
+        );
         assert_eq!(
             tally.succeeded,
             tally.tried,
@@ -371,15 +421,17 @@ fn cidr_covering_both_egress_addresses_lets_every_transfer_through() {
     }
     // The attacker's address is in neither rule: it gets nothing, and the
     // transfer it tried to take fails fast.
-    let (code, stolen) = attacker_takes_a_clear_port(&lab);
+    let (code, stolen) = attacker_takes_a_clear_port(&lab, "alice", PASSWORD);
     assert_eq!(stolen, 0);
     assert_eq!(code, 425);
 }
 
 /// A client session in the client namespace opens a passive port and
 /// starts a listing; an attacker connects to the port from the attacker
-/// namespace. Returns the listing's final reply and the bytes the attacker got.
-fn attacker_takes_a_clear_port(lab: &NatLab) -> (u16, usize) {
+/// namespace. Returns the listing's final reply and the bytes the attacker
+/// got. (vsftpd sends its 150 only once a data connection arrived, so the
+/// client does not wait for it before the attacker's turn.)
+fn attacker_takes_a_clear_port(lab: &NatLab, user: &str, password: &str) -> (u16, usize) {
     std::thread::scope(|scope| {
         // Owned by this closure: if it panics, the client thread's `recv`
         // fails instead of waiting forever.
@@ -388,12 +440,17 @@ fn attacker_takes_a_clear_port(lab: &NatLab) -> (u16, usize) {
         let client = scope.spawn(move || {
             lab.client.block_on(move || async move {
                 let (mut raw, _) = RawFtp::connect(at(SERVER, FTP_PORT)).await;
-                raw.login("alice", PASSWORD).await;
+                raw.login(user, password).await;
                 let port = epsv_port(&raw.cmd("EPSV").await);
-                assert_eq!(raw.cmd("NLST").await.code, 150);
+                raw.send(b"NLST").await;
                 port_tx.send(port).unwrap();
                 go_rx.recv().expect("the attacker's turn ended");
-                raw.reply().await.code
+                loop {
+                    let reply = raw.reply().await;
+                    if reply.code >= 200 {
+                        break reply.code;
+                    }
+                }
             })
         });
         let port = port_rx.recv().expect("the client's passive port");
@@ -439,20 +496,20 @@ fn tls_session_lets_every_ftps_transfer_through_and_refuses_an_attacker() {
         ),
     );
     let dir = tempfile::tempdir().unwrap();
-    let client = Client {
-        lab: &lab,
-        host: IpAddr::V4(SERVER),
-        curl_options: vec![
+    let client = Client::alice(
+        &lab.client,
+        IpAddr::V4(SERVER),
+        vec![
             "--ssl-reqd".into(),
             "--cacert".into(),
             pki.ca.display().to_string(),
         ],
-        upload: upload_file(dir.path()),
-    };
+        upload_file(dir.path()),
+    );
     for mode in [Snat::Nth, Snat::Random] {
         lab.set_snat(mode).unwrap();
-        let tally = client.transfers(&server);
-        record("same-ip + tls-session (FTPS, curl)", mode, &tally);
+        let tally = client.transfers(&server.alice_dir());
+        record("ftpbridge", "same-ip + tls-session (FTPS)", mode, &tally);
         assert_eq!(
             tally.succeeded,
             tally.tried,
@@ -518,29 +575,44 @@ fn passive_address_fixes_a_proxy_behind_nat_that_announces_its_private_address()
     let dir = tempfile::tempdir().unwrap();
     // PASV only, and trust the address in the 227 (curl would otherwise
     // substitute the control connection's address, as some clients do).
-    let pasv_client = Client {
-        lab: &lab,
-        host: IpAddr::V4(VIP),
-        curl_options: vec!["--disable-epsv".into(), "--no-ftp-skip-pasv-ip".into()],
-        upload: upload_file(dir.path()),
-    };
-    let epsv_client = Client {
-        lab: &lab,
-        host: IpAddr::V4(VIP),
-        curl_options: vec![],
-        upload: pasv_client.upload.clone(),
+    let pasv_client = Client::alice(
+        &lab.client,
+        IpAddr::V4(VIP),
+        vec!["--disable-epsv".into(), "--no-ftp-skip-pasv-ip".into()],
+        upload_file(dir.path()),
+    );
+    let epsv_client = Client::alice(
+        &lab.client,
+        IpAddr::V4(VIP),
+        vec![],
+        pasv_client.upload.clone(),
+    );
+    // What PASV announces to a client that reached the proxy as the VIP.
+    let announced = || {
+        lab.client.block_on(|| async {
+            let (mut raw, _) = RawFtp::connect(at(VIP, FTP_PORT)).await;
+            raw.login("alice", PASSWORD).await;
+            pasv_addr(&raw.cmd("PASV").await).ip()
+        })
     };
     {
         let server = Server::start(&lab, "");
-        let tally = pasv_client.transfers(&server);
+        assert_eq!(
+            announced(),
+            IpAddr::V4(SERVER),
+            "auto announces the address the proxy sees: its private one"
+        );
+        let tally = pasv_client.transfers(&server.alice_dir());
         record(
+            "ftpbridge",
             "behind DNAT, passive_address = auto (PASV)",
             Snat::Single,
             &tally,
         );
         assert_eq!(tally.succeeded, 0, "the private address is unreachable");
-        let tally = epsv_client.transfers(&server);
+        let tally = epsv_client.transfers(&server.alice_dir());
         record(
+            "ftpbridge",
             "behind DNAT, passive_address = auto (EPSV)",
             Snat::Single,
             &tally,
@@ -552,8 +624,10 @@ fn passive_address_fixes_a_proxy_behind_nat_that_announces_its_private_address()
         );
     }
     let server = Server::start(&lab, &format!("passive_address = \"{VIP}\""));
-    let tally = pasv_client.transfers(&server);
+    assert_eq!(announced(), IpAddr::V4(VIP));
+    let tally = pasv_client.transfers(&server.alice_dir());
     record(
+        "ftpbridge",
         "behind DNAT, passive_address = VIP (PASV)",
         Snat::Single,
         &tally,
@@ -567,85 +641,222 @@ fn passive_address_fixes_a_proxy_behind_nat_that_announces_its_private_address()
     );
 }
 
-/// vsftpd with its defaults (`pasv_promiscuous=NO`) in the same topology,
+/// Kubernetes Services expose a handful of ports: one passive port serves
+/// two clients at the same time when their addresses tell their data
+/// connections apart (the client behind the NAT and one without NAT).
+#[test]
+fn one_passive_port_serves_two_clients_at_once() {
+    let lab = lab_or_skip!("one_passive_port_serves_two_clients_at_once");
+    lab.set_snat(Snat::Single).unwrap();
+    // The server namespace is the lab's own: nothing else uses this port.
+    const PORT: u16 = 40000;
+    let server = Server::start(&lab, &format!("passive_ports = \"{PORT}-{PORT}\""));
+    let expected = sha256(&payload());
+
+    // Both sessions hold the port at once, then both transfer.
+    let meeting = (Mutex::new(0usize), Condvar::new());
+    std::thread::scope(|scope| {
+        let sessions: Vec<_> = [&lab.client, &lab.attacker]
+            .into_iter()
+            .map(|ns| {
+                let meeting = &meeting;
+                scope.spawn(move || {
+                    ns.block_on(move || async move {
+                        let (mut raw, _) = RawFtp::connect(at(SERVER, FTP_PORT)).await;
+                        raw.login("alice", PASSWORD).await;
+                        assert_eq!(raw.cmd("TYPE I").await.code, 200);
+                        let port = epsv_port(&raw.cmd("EPSV").await);
+                        meet(meeting, 2);
+                        let data = TcpStream::connect(at(SERVER, port)).await.unwrap();
+                        assert_eq!(raw.cmd("RETR payload.bin").await.code, 150);
+                        let body = RawFtp::read_all(data).await;
+                        (port, raw.reply().await.code, sha256(&body))
+                    })
+                })
+            })
+            .collect();
+        for session in sessions {
+            let (port, code, body) = session.join().unwrap();
+            assert_eq!(port, PORT);
+            assert_eq!(code, 226, "{}", server.proxy.log_tail(20));
+            assert_eq!(body, expected);
+        }
+    });
+
+    // And curl from both namespaces at the same time, many sessions each.
+    let dir = tempfile::tempdir().unwrap();
+    let upload = upload_file(dir.path());
+    let tally = std::thread::scope(|scope| {
+        let runs: Vec<_> = [&lab.client, &lab.attacker]
+            .into_iter()
+            .map(|ns| {
+                let client = Client::alice(ns, IpAddr::V4(SERVER), vec![], upload.clone());
+                let stored = server.alice_dir();
+                scope.spawn(move || client.transfers(&stored))
+            })
+            .collect();
+        runs.into_iter()
+            .map(|run| run.join().unwrap())
+            .fold(Tally::default(), Tally::plus)
+    });
+    record(
+        "ftpbridge",
+        "same-ip, ONE passive port, two clients at once",
+        Snat::Single,
+        &tally,
+    );
+    assert_eq!(
+        tally.succeeded,
+        tally.tried,
+        "{:?}\n{}",
+        tally.errors,
+        server.proxy.log_tail(20)
+    );
+}
+
+/// Waits until `n` threads arrived here (or fails after a while).
+fn meet(meeting: &(Mutex<usize>, Condvar), n: usize) {
+    let (arrived, all_here) = meeting;
+    let mut count = arrived.lock().unwrap_or_else(|e| e.into_inner());
+    *count += 1;
+    all_here.notify_all();
+    let (_count, waited) = all_here
+        .wait_timeout_while(count, Duration::from_secs(30), |count| *count < n)
+        .unwrap_or_else(|e| e.into_inner());
+    assert!(!waited.timed_out(), "the other session never got its port");
+}
+
+/// vsftpd (Debian package) in the server namespace, serving an anonymous
+/// tree with `payload.bin` and a writable `incoming/`.
+struct Vsftpd {
+    guard: ChildGuard,
+    root: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Vsftpd {
+    /// Started with `extra` configuration lines, or `None` when vsftpd is
+    /// not installed (outside CI).
+    fn start(lab: &NatLab, extra: &str) -> Option<Vsftpd> {
+        let Some(binary) = ["/usr/sbin/vsftpd", "/sbin/vsftpd"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+        else {
+            if std::env::var_os("CI").is_some() {
+                panic!("vsftpd is not installed (scripts/test.sh installs it)");
+            }
+            eprintln!("vsftpd is not installed: skipped (scripts/test.sh installs it)");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        // The anonymous root must not be writable by the `ftp` user (vsftpd
+        // refuses that); uploads go to `incoming/`, which is.
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::write(root.join("payload.bin"), payload()).unwrap();
+        let incoming = root.join("incoming");
+        std::fs::create_dir(&incoming).unwrap();
+        let chown = std::process::Command::new("chown")
+            .arg("ftp")
+            .arg(&incoming)
+            .status()
+            .expect("chown");
+        assert!(
+            chown.success(),
+            "chown ftp (the vsftpd package creates the user)"
+        );
+        // Only what the lab needs differs from the defaults: listen on the
+        // lab address in the foreground, anonymous logins and uploads. The
+        // data-connection check (`pasv_promiscuous=NO`) is the default.
+        let config = dir.path().join("vsftpd.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "listen=YES\nlisten_ipv6=NO\nlisten_address={SERVER}\nlisten_port={FTP_PORT}\n\
+                 background=NO\nanonymous_enable=YES\nanon_root={}\nlocal_enable=NO\n\
+                 write_enable=YES\nanon_upload_enable=YES\nanon_umask=022\n\
+                 seccomp_sandbox=NO\nxferlog_enable=NO\n\
+                 secure_chroot_dir=/var/run/vsftpd/empty\n{extra}",
+                root.display()
+            ),
+        )
+        .unwrap();
+        std::fs::create_dir_all("/var/run/vsftpd/empty").unwrap();
+        let log_path = dir.path().join("vsftpd.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = lab
+            .server
+            .command(binary)
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start vsftpd");
+        let guard = ChildGuard::new(child, log_path);
+        if let Err(e) = lab
+            .server
+            .wait_for_listener(at(SERVER, FTP_PORT), Duration::from_secs(10))
+        {
+            panic!("vsftpd did not start: {e}\n{}", guard.log_tail(10));
+        }
+        Some(Vsftpd {
+            guard,
+            root,
+            _dir: dir,
+        })
+    }
+}
+
+/// vsftpd with its defaults (`pasv_promiscuous=NO`: the data connection
+/// must come from the control connection's address) in the same topology,
 /// for the comparison the issue asks for.
 #[test]
 fn vsftpd_default_in_the_same_topology() {
     let lab = lab_or_skip!("vsftpd_default_in_the_same_topology");
-    let Some(vsftpd) = ["/usr/sbin/vsftpd", "/sbin/vsftpd"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-    else {
-        if std::env::var_os("CI").is_some() {
-            panic!("vsftpd is not installed (scripts/test.sh installs it)");
-        }
-        eprintln!("vsftpd_default_in_the_same_topology: skipped: vsftpd is not installed");
+    let Some(vsftpd) = Vsftpd::start(&lab, "") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    std::fs::create_dir(&root).unwrap();
-    std::fs::write(root.join("payload.bin"), payload()).unwrap();
-    // vsftpd refuses a world-writable directory; the temp dir's mode works.
-    let config = dir.path().join("vsftpd.conf");
-    std::fs::write(
-        &config,
-        format!(
-            "listen=YES\nlisten_address={SERVER}\nlisten_port={FTP_PORT}\nbackground=NO\n\
-             anonymous_enable=YES\nno_anon_password=YES\nanon_root={}\nlocal_enable=NO\n\
-             write_enable=NO\nseccomp_sandbox=NO\nxferlog_enable=NO\n\
-             secure_chroot_dir=/var/run/vsftpd/empty\n",
-            root.display()
-        ),
-    )
-    .unwrap();
-    std::fs::create_dir_all("/var/run/vsftpd/empty").unwrap();
-    let log_path = dir.path().join("vsftpd.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let child = lab
-        .server
-        .command(vsftpd)
-        .arg(&config)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("start vsftpd");
-    let guard = ChildGuard::new(child, log_path);
-    if let Err(e) = lab
-        .server
-        .wait_for_listener(at(SERVER, FTP_PORT), Duration::from_secs(10))
-    {
-        panic!("vsftpd did not start: {e}\n{}", guard.log_tail(10));
+    let client = Client::anonymous(&lab.client, upload_file(dir.path()));
+    for mode in [Snat::Nth, Snat::Random, Snat::Single] {
+        lab.set_snat(mode).unwrap();
+        let tally = client.transfers(&vsftpd.root.join("incoming"));
+        record("vsftpd", "default (pasv_promiscuous=NO)", mode, &tally);
+        match mode {
+            Snat::Nth => assert_eq!(
+                tally.succeeded, 0,
+                "vsftpd refuses the other address too: {:?}",
+                tally.errors
+            ),
+            Snat::Single => assert_eq!(
+                tally.succeeded,
+                tally.tried,
+                "{:?}\n{}",
+                tally.errors,
+                vsftpd.guard.log_tail(10)
+            ),
+            Snat::Random => {}
+        }
     }
+}
+
+/// vsftpd's only other choice, `pasv_promiscuous=YES`: every transfer gets
+/// through, and so does an attacker who reaches the passive port first.
+#[test]
+fn vsftpd_promiscuous_lets_everything_through_including_an_attacker() {
+    let lab = lab_or_skip!("vsftpd_promiscuous_lets_everything_through_including_an_attacker");
+    let Some(vsftpd) = Vsftpd::start(&lab, "pasv_promiscuous=YES\n") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let client = Client::anonymous(&lab.client, upload_file(dir.path()));
     for mode in [Snat::Nth, Snat::Random] {
         lab.set_snat(mode).unwrap();
-        let mut tally = Tally::default();
-        for _ in 0..ROUNDS * 3 {
-            let started = Instant::now();
-            let output = lab
-                .client
-                .command("curl")
-                .args(["-sS", "--max-time", "15"])
-                .arg(format!("ftp://anonymous:x@{SERVER}:{FTP_PORT}/payload.bin"))
-                .output()
-                .unwrap();
-            tally.tried += 1;
-            if output.status.success() && sha256(&output.stdout) == sha256(&payload()) {
-                tally.succeeded += 1;
-            } else {
-                tally.slowest_failure = tally.slowest_failure.max(started.elapsed());
-                if tally.errors.is_empty() {
-                    tally
-                        .errors
-                        .push(String::from_utf8_lossy(&output.stderr).trim().to_owned());
-                }
-            }
-        }
-        record("vsftpd 3.0 default (RETR only)", mode, &tally);
-        if mode == Snat::Nth {
-            assert_eq!(tally.succeeded, 0, "vsftpd refuses the other address too");
-        }
+        let tally = client.transfers(&vsftpd.root.join("incoming"));
+        record("vsftpd", "pasv_promiscuous=YES", mode, &tally);
     }
-    drop(guard);
+    let (code, stolen) = attacker_takes_a_clear_port(&lab, "anonymous", "lab");
+    assert!(stolen > 0, "the attacker got the listing");
+    assert_eq!(code, 226, "and the client is told all went well");
 }
