@@ -462,6 +462,25 @@ async fn the_proxy_header_s_client_is_the_session_s_client() {
 }
 
 #[tokio::test]
+async fn per_address_limits_count_the_header_s_client_not_the_load_balancer() {
+    // Every connection comes from 127.0.0.1, the "load balancer"; the limit
+    // of one session per address applies to the clients its headers name.
+    let fx = Fixture::start_with(TRUSTED_LOOPBACK, "\n[server]\nmax_sessions_per_ip = 1\n").await;
+    let dst: SocketAddr = "203.0.113.5:21".parse().unwrap();
+    let first = "192.0.2.1:40000".parse().unwrap();
+    let _first = proxied_session(&fx, first, dst).await;
+    let _other = proxied_session(&fx, "192.0.2.2:40000".parse().unwrap(), dst).await;
+    let mut stream = TcpStream::connect(fx.proxy.addr).await.unwrap();
+    stream
+        .write_all(&v2_header("192.0.2.1:40001".parse().unwrap(), dst))
+        .await
+        .unwrap();
+    let (_again, greeting) = RawFtp::from_stream(stream).await;
+    assert_eq!(greeting.code, 421, "{greeting:?}");
+    assert!(greeting.text.contains("from your address"), "{greeting:?}");
+}
+
+#[tokio::test]
 async fn a_v1_header_and_a_pipelined_command_in_one_segment_both_count() {
     let fx = Fixture::start_with(TRUSTED_LOOPBACK, "").await;
     let mut stream = TcpStream::connect(fx.proxy.addr).await.unwrap();

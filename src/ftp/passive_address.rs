@@ -57,18 +57,20 @@ pub enum AddressError {
 }
 
 /// The IPv4 address to announce for `address`; `reached` is the address the
-/// client connected to (for `auto`).
+/// client connected to (for `auto`). A client that reached an IPv6 address
+/// uses IPv6, and its data port listens there: it gets EPSV only, whatever
+/// `passive_address` says.
 pub async fn resolve(
     address: &PassiveAddress,
     reached: IpAddr,
     hosts: &HostCache,
     ttl: Duration,
 ) -> Result<Ipv4Addr, AddressError> {
+    let IpAddr::V4(reached) = canonical(reached) else {
+        return Err(AddressError::NotIpv4);
+    };
     match address {
-        PassiveAddress::Auto => match canonical(reached) {
-            IpAddr::V4(ip) => Ok(ip),
-            IpAddr::V6(_) => Err(AddressError::NotIpv4),
-        },
+        PassiveAddress::Auto => Ok(reached),
         PassiveAddress::Ip(ip) => Ok(*ip),
         PassiveAddress::Host(host) => hosts.ipv4(host, ttl).await,
     }
@@ -261,6 +263,25 @@ mod tests {
             resolve(&PassiveAddress::Auto, v6, &hosts, ttl).await,
             Err(AddressError::NotIpv4)
         ));
+    }
+
+    #[tokio::test]
+    async fn a_client_that_reached_an_ipv6_address_gets_epsv_only_whatever_is_configured() {
+        let hosts = HostCache::default();
+        let ttl = Duration::from_secs(60);
+        let v6: IpAddr = "2001:db8::5".parse().unwrap();
+        for address in [
+            PassiveAddress::Ip(v4("198.51.100.1")),
+            PassiveAddress::Host("ftp.example.com".into()),
+        ] {
+            assert!(
+                matches!(
+                    resolve(&address, v6, &hosts, ttl).await,
+                    Err(AddressError::NotIpv4)
+                ),
+                "{address:?}"
+            );
+        }
     }
 
     /// A resolver that answers from a shared list and counts its lookups.
