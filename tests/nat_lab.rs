@@ -43,6 +43,7 @@ use tokio::net::TcpStream;
 
 const FTP_PORT: u16 = 2121;
 /// Transfers per SNAT mode: this many LIST, RETR and STOR each.
+/// (`NAT_LAB_ROUNDS` overrides it: `bench/nat-lab.sh` runs more.)
 const ROUNDS: usize = 4;
 /// No single transfer may take longer: a refusal must be quick, never a hang.
 const TRANSFER_LIMIT: Duration = Duration::from_secs(15);
@@ -198,13 +199,13 @@ impl<'a> Client<'a> {
         )
     }
 
-    /// `ROUNDS` times LIST, RETR and STOR, each in its own session; every
+    /// [`rounds`] times LIST, RETR and STOR, each in its own session; every
     /// result is checked byte for byte (uploads in `stored`, where the
     /// server keeps them).
     fn transfers(&self, stored: &Path) -> Tally {
         let mut tally = Tally::default();
         let expected = sha256(&payload());
-        for round in 0..ROUNDS {
+        for round in 0..rounds() {
             let name = format!("up-{}-{round}.bin", unique());
             let runs: [(&str, Vec<String>); 3] = [
                 ("LIST", vec![self.url("")]),
@@ -244,6 +245,15 @@ impl<'a> Client<'a> {
         }
         tally
     }
+}
+
+/// `ROUNDS`, or the `NAT_LAB_ROUNDS` environment variable.
+fn rounds() -> usize {
+    std::env::var("NAT_LAB_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(ROUNDS)
 }
 
 /// A number no other transfer of this test binary uses (upload names).

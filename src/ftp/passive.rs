@@ -15,6 +15,7 @@ use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::time::Instant;
 
 use super::dataconn::DataConnectionError;
@@ -42,10 +43,11 @@ pub struct PassivePorts {
 }
 
 impl PassivePorts {
-    pub fn new(range: Option<RangeInclusive<u16>>) -> Self {
+    /// `open_gauge` follows how many of the ports listen.
+    pub fn new(range: Option<RangeInclusive<u16>>, open_gauge: Gauge) -> Self {
         PassivePorts {
             range,
-            board: Switchboard::new(),
+            board: Switchboard::new(open_gauge),
             hosts: HostCache::default(),
         }
     }
@@ -200,7 +202,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_from_the_control_peer_is_handed_over() {
-        let ports = PassivePorts::new(None);
+        let ports = PassivePorts::new(None, Gauge::default());
         let pending = ports.open(LOCALHOST, same_ip(LOCALHOST)).unwrap();
         let client = TcpStream::connect(pending.local_addr()).await.unwrap();
         let server_side = tcp(pending
@@ -219,8 +221,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_open_ports_gauge_follows_the_ports_that_listen() {
+        let gauge = Gauge::default();
+        let ports = PassivePorts::new(None, gauge.clone());
+        let first = ports.open(LOCALHOST, same_ip(LOCALHOST)).unwrap();
+        let second = ports.open(LOCALHOST, same_ip(ip("127.0.0.2"))).unwrap();
+        assert_eq!(gauge.get(), 2);
+        let client = TcpStream::connect(first.local_addr()).await.unwrap();
+        let _server_side = first
+            .connection(Duration::from_secs(5), TlsOffer::Clear)
+            .await
+            .unwrap();
+        assert_eq!(gauge.get(), 1, "a delivered port closes");
+        drop(second);
+        assert_eq!(gauge.get(), 0, "an abandoned port closes");
+        drop(client);
+    }
+
+    #[tokio::test]
     async fn a_connection_that_arrives_before_the_transfer_command_waits_for_it() {
-        let ports = PassivePorts::new(None);
+        let ports = PassivePorts::new(None, Gauge::default());
         let pending = ports.open(LOCALHOST, same_ip(LOCALHOST)).unwrap();
         let client = TcpStream::connect(pending.local_addr()).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -236,7 +256,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_foreign_connection_is_refused_the_slot_stays_open_and_the_wait_ends_early() {
-        let ports = PassivePorts::new(None);
+        let ports = PassivePorts::new(None, Gauge::default());
         let counters = RefusalCounters::default();
         let pending = ports
             .open(LOCALHOST, counted(same_ip(LOCALHOST), &counters))
@@ -265,7 +285,7 @@ mod tests {
 
     #[tokio::test]
     async fn after_a_refusal_nothing_valid_means_425_long_before_the_timeout() {
-        let ports = PassivePorts::new(None);
+        let ports = PassivePorts::new(None, Gauge::default());
         let pending = ports.open(LOCALHOST, same_ip(LOCALHOST)).unwrap();
         let _intruder = connect_from("127.0.0.2", pending.local_addr()).await;
         let started = std::time::Instant::now();
@@ -281,7 +301,7 @@ mod tests {
 
     #[tokio::test]
     async fn without_any_connection_the_wait_is_the_timeout() {
-        let ports = PassivePorts::new(None);
+        let ports = PassivePorts::new(None, Gauge::default());
         let pending = ports.open(LOCALHOST, same_ip(LOCALHOST)).unwrap();
         let result = pending
             .connection(Duration::from_millis(300), TlsOffer::Clear)
@@ -298,7 +318,7 @@ mod tests {
             cidr: true,
             ..DataSourcePolicy::default()
         };
-        let ports = PassivePorts::new(None);
+        let ports = PassivePorts::new(None, Gauge::default());
         let pending = ports
             .open(LOCALHOST, request(policy, LOCALHOST, &["127.0.0.2/32"]))
             .unwrap();
@@ -316,7 +336,7 @@ mod tests {
     #[tokio::test]
     async fn ports_come_from_the_configured_range_and_run_out() {
         let base = free_port();
-        let ports = PassivePorts::new(Some(base..=base));
+        let ports = PassivePorts::new(Some(base..=base), Gauge::default());
         let first = ports.open(LOCALHOST, same_ip(LOCALHOST)).unwrap();
         assert_eq!(first.local_addr().port(), base);
         // Same client address: the port cannot be shared, the pool is empty.
@@ -331,7 +351,7 @@ mod tests {
     #[tokio::test]
     async fn sessions_from_different_addresses_share_one_port() {
         let base = free_port();
-        let ports = PassivePorts::new(Some(base..=base));
+        let ports = PassivePorts::new(Some(base..=base), Gauge::default());
         let a = ports.open(LOCALHOST, same_ip(ip("127.0.0.1"))).unwrap();
         let b = ports.open(LOCALHOST, same_ip(ip("127.0.0.2"))).unwrap();
         let c = ports.open(LOCALHOST, same_ip(ip("127.0.0.3"))).unwrap();
@@ -359,7 +379,7 @@ mod tests {
     #[tokio::test]
     async fn a_stray_connection_to_a_shared_port_leaves_every_session_waiting() {
         let base = free_port();
-        let ports = PassivePorts::new(Some(base..=base));
+        let ports = PassivePorts::new(Some(base..=base), Gauge::default());
         let a = ports.open(LOCALHOST, same_ip(ip("127.0.0.1"))).unwrap();
         let b = ports.open(LOCALHOST, same_ip(ip("127.0.0.2"))).unwrap();
         let _stray = connect_from("127.0.0.9", a.local_addr()).await;
@@ -381,7 +401,7 @@ mod tests {
     #[tokio::test]
     async fn an_unclaimed_slot_is_reclaimed_when_the_pool_needs_its_port() {
         let base = free_port();
-        let ports = PassivePorts::new(Some(base..=base));
+        let ports = PassivePorts::new(Some(base..=base), Gauge::default());
         let mut idle = same_ip(LOCALHOST);
         idle.unclaimed_after = Duration::from_millis(50);
         let stale = ports.open(LOCALHOST, idle).unwrap();
@@ -432,7 +452,7 @@ mod tests {
 
     #[tokio::test]
     async fn tls_session_candidates_are_capped_per_waiting_transfer() {
-        let ports = PassivePorts::new(None);
+        let ports = PassivePorts::new(None, Gauge::default());
         let counters = RefusalCounters::default();
         let pending = ports.open(LOCALHOST, tls_proof_request(&counters)).unwrap();
         // Candidates wait for the transfer command to say how to check them.
@@ -447,7 +467,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_candidate_for_a_clear_transfer_is_refused() {
-        let ports = PassivePorts::new(None);
+        let ports = PassivePorts::new(None, Gauge::default());
         let counters = RefusalCounters::default();
         let pending = ports.open(LOCALHOST, tls_proof_request(&counters)).unwrap();
         let _candidate = connect_from("127.0.0.2", pending.local_addr()).await;
@@ -464,7 +484,7 @@ mod tests {
     #[tokio::test]
     async fn a_port_closes_once_its_only_session_has_its_connection() {
         let base = free_port();
-        let ports = PassivePorts::new(Some(base..=base));
+        let ports = PassivePorts::new(Some(base..=base), Gauge::default());
         let a = ports.open(LOCALHOST, same_ip(ip("127.0.0.1"))).unwrap();
         let addr = a.local_addr();
         let _client = TcpStream::connect(addr).await.unwrap();

@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
+use prometheus_client::metrics::gauge::Gauge;
 use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{oneshot, watch};
@@ -189,6 +190,9 @@ impl Drop for Port {
 /// One listener's open passive ports and the slots waiting on them.
 pub struct Switchboard {
     ports: Mutex<HashMap<SocketAddr, Port>>,
+    /// How many ports listen (`ftpbridge_passive_ports_open`), set whenever
+    /// the table's lock is released.
+    open_gauge: Gauge,
     next_id: AtomicU64,
     /// The counters of the last slot opened (the listener's): for refusals
     /// on a port that closed meanwhile.
@@ -196,16 +200,20 @@ pub struct Switchboard {
 }
 
 impl Switchboard {
-    pub fn new() -> Arc<Switchboard> {
+    pub fn new(open_gauge: Gauge) -> Arc<Switchboard> {
         Arc::new(Switchboard {
             ports: Mutex::new(HashMap::new()),
+            open_gauge,
             next_id: AtomicU64::new(1),
             last_refusals: Mutex::new(RefusalCounters::default()),
         })
     }
 
-    fn ports(&self) -> MutexGuard<'_, HashMap<SocketAddr, Port>> {
-        self.ports.lock().unwrap_or_else(|e| e.into_inner())
+    fn ports(&self) -> PortTable<'_> {
+        PortTable {
+            ports: self.ports.lock().unwrap_or_else(|e| e.into_inner()),
+            gauge: &self.open_gauge,
+        }
     }
 
     /// Registers a slot on a port of `range` at `ip`: an open port it can
@@ -514,6 +522,34 @@ impl Switchboard {
                 close(stream);
             }
         }
+    }
+}
+
+/// The locked port table; publishes the number of open ports on unlock, so
+/// every change (open, deliver, remove, reclaim) reaches the gauge.
+struct PortTable<'a> {
+    ports: MutexGuard<'a, HashMap<SocketAddr, Port>>,
+    gauge: &'a Gauge,
+}
+
+impl std::ops::Deref for PortTable<'_> {
+    type Target = HashMap<SocketAddr, Port>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.ports
+    }
+}
+
+impl std::ops::DerefMut for PortTable<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.ports
+    }
+}
+
+impl Drop for PortTable<'_> {
+    fn drop(&mut self) {
+        self.gauge
+            .set(i64::try_from(self.ports.len()).unwrap_or(i64::MAX));
     }
 }
 

@@ -136,6 +136,7 @@ pub struct Metrics {
     pub transfers: Family<TransferLabels, Counter>,
     pub transfer_seconds: Family<DirectionLabels, Histogram, fn() -> Histogram>,
     pub data_refusals: Family<ReasonLabels, Counter>,
+    pub passive_ports_open: Family<ListenerLabels, Gauge>,
     pub upstream_connect_seconds: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
     pub upstream_operation_seconds: Family<UpstreamOperationLabels, Histogram, fn() -> Histogram>,
     pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
@@ -164,6 +165,7 @@ impl Metrics {
             transfers: Family::default(),
             transfer_seconds: Family::new_with_constructor(duration_histogram),
             data_refusals: Family::default(),
+            passive_ports_open: Family::default(),
             upstream_connect_seconds: Family::new_with_constructor(latency_histogram),
             upstream_operation_seconds: Family::new_with_constructor(latency_histogram),
             upstream_errors: Family::default(),
@@ -217,6 +219,11 @@ impl Metrics {
             "data_connection_refusals",
             "Data connections refused or never opened, by reason",
             metrics.data_refusals.clone(),
+        );
+        registry.register(
+            "passive_ports_open",
+            "Passive ports listening now (a port several waiting sessions share counts once)",
+            metrics.passive_ports_open.clone(),
         );
         registry.register(
             "upstream_connect_seconds",
@@ -311,6 +318,9 @@ impl Metrics {
                 .get_or_create(&ListenerLabels { listener: name() });
             let _ = self
                 .sessions
+                .get_or_create(&ListenerLabels { listener: name() });
+            let _ = self
+                .passive_ports_open
                 .get_or_create(&ListenerLabels { listener: name() });
             for tenant in config.tenants.keys() {
                 let _ = self.logged_in.get_or_create(&TenantListenerLabels {
