@@ -153,6 +153,14 @@ pub async fn run_with(
 
     let mut acceptors = Vec::with_capacity(listeners.len());
     for listener in listeners {
+        if listener.config.data_source.any {
+            // Also warned at validation, but at start-up logging begins
+            // only after the config loaded.
+            warn!(
+                listener = %listener.config.name,
+                "data_source = [\"any\"]: passive data connections are accepted from any address; whoever reaches a passive port first gets the transfer"
+            );
+        }
         match listener.local_addr() {
             Ok(addr) => info!(listener = %listener.config.name, %addr, "listening"),
             Err(e) => {

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use common::ftps::{FtpsControl, all_versions, client_config};
 use common::pki::TestPki;
 use common::proxy::{
-    Fixture, PASSWORD, Proxy, UpstreamAuth, config_toml, random_bytes, sha256, sha256_file,
-    user_toml,
+    Fixture, PASSWORD, Proxy, UpstreamAuth, alice_config, config_toml, random_bytes, sha256,
+    sha256_file, user_toml,
 };
 use common::raw::RawFtp;
 use common::source::{connect_from, epsv_port, loopback, pasv_addr};
@@ -172,6 +172,39 @@ async fn any_accepts_a_data_connection_from_anywhere() {
     assert_eq!(raw.cmd("RETR f").await.code, 150);
     assert_eq!(drain(data).await, b"open");
     assert_eq!(raw.reply().await.code, 226);
+}
+
+#[test]
+fn any_is_warned_about_at_start_up() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("proxy.toml");
+    std::fs::write(&config, alice_config(&sshd, "data_source = [\"any\"]", "")).unwrap();
+    let log_path = dir.path().join("proxy.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ftpbridge"))
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start ftpbridge");
+    let deadline = Instant::now() + TIMEOUT;
+    let text = loop {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if text.contains("listening") || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        text.contains("WARN") && text.contains("accepted from any address"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
