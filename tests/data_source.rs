@@ -205,6 +205,19 @@ fn any_is_warned_about_at_start_up() {
         text.contains("WARN") && text.contains("accepted from any address"),
         "{text}"
     );
+    // `ftpbridge check` says so too, naming the key, and still passes.
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_ftpbridge"))
+        .arg("check")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(check.status.success());
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        stderr.contains("listeners[0].data_source") && stderr.contains("any address"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
