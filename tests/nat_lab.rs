@@ -14,15 +14,21 @@
 //!   connection from an attacker without the TLS session is refused;
 //! - a proxy behind destination NAT that announces its private address
 //!   breaks PASV clients, and `passive_address` fixes it;
-//! - vsftpd's default in the same topology, for comparison.
+//! - one passive port serves two clients at different addresses at once;
+//! - with HAProxy in front (`send-proxy-v2` on the control port and the
+//!   passive range) the policy judges the addresses the PROXY headers name;
+//! - vsftpd (Debian package) in the same topology, for comparison: its
+//!   default refuses like `same-ip`, and `pasv_promiscuous=YES` lets an
+//!   attacker take the listing.
 //!
 //! Counts of transfers tried and succeeded are printed and written to
-//! `target/tmp/nat-lab-report.md`. Needs root (see `common::netns`).
+//! `target/tmp/nat-lab-report.md` (`bench/nat-lab.sh` runs more rounds).
+//! Needs root (see `common::netns`).
 
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Condvar, Mutex, mpsc};
@@ -60,6 +66,11 @@ struct Server {
 
 impl Server {
     fn start(lab: &NatLab, listener_extra: &str) -> Server {
+        Server::start_on(lab, at(SERVER, FTP_PORT), listener_extra)
+    }
+
+    /// The proxy listening on `bind` (in the server namespace).
+    fn start_on(lab: &NatLab, bind: SocketAddr, listener_extra: &str) -> Server {
         // Started from a thread inside the server namespace, sshd listens on
         // that namespace's loopback, where the proxy finds it.
         let sshd = lab.server.run(Sshd::start);
@@ -69,10 +80,7 @@ impl Server {
             &format!("data_connect_timeout = \"{DATA_CONNECT_TIMEOUT}\"\n{listener_extra}"),
             "",
         )
-        .replace(
-            "bind = \"127.0.0.1:0\"",
-            &format!("bind = \"{SERVER}:{FTP_PORT}\""),
-        );
+        .replace("bind = \"127.0.0.1:0\"", &format!("bind = \"{bind}\""));
         let config = dir.path().join("proxy.toml");
         std::fs::write(&config, toml).unwrap();
         let log_path = dir.path().join("proxy.log");
@@ -91,10 +99,7 @@ impl Server {
             .expect("start ftpbridge");
         let proxy = ChildGuard::new(child, log_path);
         std::fs::write(sshd.data_dir().join("alice").join("payload.bin"), payload()).unwrap();
-        if let Err(e) = lab
-            .server
-            .wait_for_listener(at(SERVER, FTP_PORT), Duration::from_secs(20))
-        {
+        if let Err(e) = lab.server.wait_for_listener(bind, Duration::from_secs(20)) {
             panic!("ftpbridge did not start: {e}\n{}", proxy.log_tail(30));
         }
         Server {
@@ -880,4 +885,155 @@ fn vsftpd_promiscuous_lets_everything_through_including_an_attacker() {
     let (code, stolen) = attacker_takes_a_clear_port(&lab, "anonymous", "lab");
     assert!(stolen > 0, "the attacker got the listing");
     assert_eq!(code, 226, "and the client is told all went well");
+}
+
+/// HAProxy (Debian package) in the server namespace in front of the proxy,
+/// TCP mode with `send-proxy-v2` on the control port and on the passive
+/// range: every connection reaches the proxy from 127.0.0.1, and only the
+/// PROXY header says which egress address the client used.
+struct Haproxy {
+    _guard: ChildGuard,
+    _dir: tempfile::TempDir,
+}
+
+/// Where the proxy listens behind HAProxy, and HAProxy's passive range
+/// (forwarded port for port to the proxy's, on 127.0.0.1).
+const BEHIND_HAPROXY: u16 = 2122;
+const HAPROXY_PASSIVE: (u16, u16) = (41000, 41007);
+
+impl Haproxy {
+    fn start(lab: &NatLab) -> Option<Haproxy> {
+        let Some(binary) = ["/usr/sbin/haproxy", "/usr/local/sbin/haproxy"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+        else {
+            if std::env::var_os("CI").is_some() {
+                panic!("haproxy is not installed (scripts/test.sh installs it)");
+            }
+            eprintln!("haproxy is not installed: skipped (scripts/test.sh installs it)");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (low, high) = HAPROXY_PASSIVE;
+        let config = dir.path().join("haproxy.cfg");
+        std::fs::write(
+            &config,
+            format!(
+                "global\n\
+                 defaults\n\
+                 \x20   mode tcp\n\
+                 \x20   timeout connect 5s\n\
+                 \x20   timeout client 60s\n\
+                 \x20   timeout server 60s\n\
+                 frontend ftp_control\n\
+                 \x20   bind {SERVER}:{FTP_PORT}\n\
+                 \x20   default_backend ftp_control\n\
+                 backend ftp_control\n\
+                 \x20   server ftpbridge 127.0.0.1:{BEHIND_HAPROXY} send-proxy-v2\n\
+                 frontend ftp_passive\n\
+                 \x20   bind {SERVER}:{low}-{high}\n\
+                 \x20   default_backend ftp_passive\n\
+                 backend ftp_passive\n\
+                 \x20   # No port: each connection goes to the port it arrived on.\n\
+                 \x20   server ftpbridge 127.0.0.1 send-proxy-v2\n"
+            ),
+        )
+        .unwrap();
+        let log_path = dir.path().join("haproxy.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = lab
+            .server
+            .command(binary)
+            .arg("-db")
+            .arg("-f")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start haproxy");
+        let guard = ChildGuard::new(child, log_path);
+        if let Err(e) = lab
+            .server
+            .wait_for_listener(at(SERVER, FTP_PORT), Duration::from_secs(10))
+        {
+            panic!("haproxy did not start: {e}\n{}", guard.log_tail(10));
+        }
+        Some(Haproxy {
+            _guard: guard,
+            _dir: dir,
+        })
+    }
+}
+
+/// The same NAT, with HAProxy in front: the proxy sees only HAProxy's
+/// address, and the policy works on the clients' addresses from the PROXY
+/// headers of the control and of the data connections.
+#[test]
+fn behind_haproxy_the_policy_judges_the_addresses_the_proxy_headers_name() {
+    let lab = lab_or_skip!("behind_haproxy_the_policy_judges_the_addresses_the_proxy_headers_name");
+    let Some(_haproxy) = Haproxy::start(&lab) else {
+        return;
+    };
+    let (low, high) = HAPROXY_PASSIVE;
+    let behind = at(std::net::Ipv4Addr::LOCALHOST, BEHIND_HAPROXY);
+    let proxied = format!(
+        "proxy_protocol = true\ntrusted_proxies = [\"127.0.0.1/32\"]\npassive_ports = \"{low}-{high}\""
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let client = Client::alice(
+        &lab.client,
+        IpAddr::V4(SERVER),
+        vec![],
+        upload_file(dir.path()),
+    );
+
+    {
+        let server = Server::start_on(&lab, behind, &proxied);
+        lab.set_snat(Snat::Nth).unwrap();
+        let tally = client.transfers(&server.alice_dir());
+        record(
+            "ftpbridge behind HAProxy",
+            "same-ip (default)",
+            Snat::Nth,
+            &tally,
+        );
+        assert_eq!(
+            tally.succeeded, 0,
+            "the data connection's header names the other egress address: {:?}",
+            tally.errors
+        );
+        let log = std::fs::read_to_string(&server.proxy.log).unwrap();
+        assert!(
+            log.contains(&EGRESS_B.to_string()) && log.contains(&EGRESS_A.to_string()),
+            "the refusals name the clients' addresses, not HAProxy's:\n{}",
+            server.proxy.log_tail(20)
+        );
+    }
+
+    let server = Server::start_on(
+        &lab,
+        behind,
+        &format!(
+            "{proxied}\ndata_source = [\"same-ip\", \"cidr\"]\n\
+             data_source_cidrs = [\"{EGRESS_A}/32\", \"{EGRESS_B}/32\"]"
+        ),
+    );
+    for mode in [Snat::Nth, Snat::Random] {
+        lab.set_snat(mode).unwrap();
+        let tally = client.transfers(&server.alice_dir());
+        record(
+            "ftpbridge behind HAProxy",
+            "same-ip + cidr (both egress IPs)",
+            mode,
+            &tally,
+        );
+        assert_eq!(
+            tally.succeeded,
+            tally.tried,
+            "{mode:?}: {:?}\n{}",
+            tally.errors,
+            server.proxy.log_tail(20)
+        );
+    }
 }
