@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 PACKAGES=(openssh-server openssh-client curl lftp ncftp python3 ca-certificates openssl
-          nginx libnginx-mod-http-dav-ext apache2 systemd)
+          nginx libnginx-mod-http-dav-ext apache2 systemd iproute2 iptables haproxy vsftpd)
 TEST_USER=ftpbridge-test          # same as tests/common/sshd.rs
 TEST_PASSWORD=ftpbridge-test-pw
 

@@ -89,6 +89,14 @@ fn with_runtime(future: impl Future<Output = ExitCode>) -> ExitCode {
 fn check(path: &Path) -> ExitCode {
     match config::load(path) {
         Ok(config) => {
+            for (i, listener) in config.listeners.iter().enumerate() {
+                if listener.data_source.any {
+                    eprintln!(
+                        "{}: warning: listeners[{i}].data_source = [\"any\"]: passive data connections are accepted from any address; whoever reaches a passive port first gets the transfer",
+                        path.display()
+                    );
+                }
+            }
             println!(
                 "{}: OK ({} listeners, {} upstreams, {} users)",
                 path.display(),

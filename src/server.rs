@@ -19,12 +19,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::{ListenerConfig, RuntimeConfig};
-use crate::ftp::passive::canonical;
 use crate::ftp::{SessionContext, serve};
 use crate::limit::IpSlot;
+use crate::net::canonical;
+use crate::net::proxy_protocol::{Origin, read_origin};
 use crate::obs::LogControl;
 use crate::obs::metrics::{ListenerLabels, ReasonLabels};
 use crate::state::Shared;
@@ -152,6 +153,14 @@ pub async fn run_with(
 
     let mut acceptors = Vec::with_capacity(listeners.len());
     for listener in listeners {
+        if listener.config.data_source.any {
+            // Also warned at validation, but at start-up logging begins
+            // only after the config loaded.
+            warn!(
+                listener = %listener.config.name,
+                "data_source = [\"any\"]: passive data connections are accepted from any address; whoever reaches a passive port first gets the transfer"
+            );
+        }
         match listener.local_addr() {
             Ok(addr) => info!(listener = %listener.config.name, %addr, "listening"),
             Err(e) => {
@@ -234,26 +243,17 @@ impl Acceptor {
         })
     }
 
+    /// Takes a connection in under the server-wide session limit, then, in
+    /// the session's own task (a slow load balancer must not hold up the
+    /// accept loop), finds the real client (PROXY header) and applies the
+    /// per-address checks to it, not to the load balancer.
     fn admit(&self, stream: TcpStream, peer: SocketAddr) {
-        let labels = ListenerLabels {
-            listener: self.name.clone(),
-        };
         let Ok(permit) = self.admission.clone().try_acquire_owned() else {
             warn!(%peer, listener = %self.name, "session limit reached; refusing connection");
-            self.refuse(
-                stream,
-                "session_limit",
-                "Too many sessions; try again later.",
-            );
+            count_refusal(&self.shared, &self.name, "session_limit");
+            self.sessions
+                .spawn(refuse(stream, "Too many sessions; try again later.".into()));
             return;
-        };
-        let ip_slot = match screen(&self.shared, canonical(peer.ip())) {
-            Ok(slot) => slot,
-            Err(refusal) => {
-                info!(%peer, listener = %self.name, reason = refusal.reason, "connection refused");
-                self.refuse(stream, refusal.reason, refusal.text);
-                return;
-            }
         };
         let Some(ctx) = self.context() else {
             error!(listener = %self.name, "listener state missing; refusing connection");
@@ -263,15 +263,28 @@ impl Acceptor {
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let stop = self.stop_everything.clone();
-        let metrics = self.shared.metrics.clone();
-        metrics.sessions.get_or_create(&labels).inc();
+        let shared = self.shared.clone();
         self.sessions.spawn(async move {
             let _permit = permit;
-            let _ip_slot = ip_slot;
-            let active = metrics.sessions_active.get_or_create(&labels).clone();
+            let admitted = tokio::select! {
+                admitted = screen_origin(stream, peer, &ctx, &shared) => admitted,
+                _ = stop.cancelled() => None,
+            };
+            let Some((stream, origin, _ip_slot)) = admitted else {
+                return;
+            };
+            let labels = ListenerLabels {
+                listener: ctx.listener.name.clone(),
+            };
+            shared.metrics.sessions.get_or_create(&labels).inc();
+            let active = shared
+                .metrics
+                .sessions_active
+                .get_or_create(&labels)
+                .clone();
             active.inc();
             tokio::select! {
-                _ = serve(stream, peer, ctx, id) => {}
+                _ = serve(stream, origin, ctx, id) => {}
                 _ = stop.cancelled() => {}
             }
             active.dec();
@@ -279,19 +292,68 @@ impl Acceptor {
     }
 }
 
-impl Acceptor {
-    /// Counts the refusal and answers 421 in the background.
-    fn refuse(&self, stream: TcpStream, reason: &'static str, text: impl Into<String>) {
-        self.shared
-            .metrics
-            .sessions_refused
-            .get_or_create(&ReasonLabels {
-                listener: self.name.clone(),
-                reason,
-            })
-            .inc();
-        self.sessions.spawn(refuse(stream, text.into()));
-    }
+fn count_refusal(shared: &Shared, listener: &str, reason: &'static str) {
+    shared
+        .metrics
+        .sessions_refused
+        .get_or_create(&ReasonLabels {
+            listener: listener.to_owned(),
+            reason,
+        })
+        .inc();
+}
+
+/// Where the connection really comes from (after the PROXY header of a
+/// trusted load balancer) and the per-address checks on that client;
+/// `None` when it was turned away (a refused client gets its 421 first).
+async fn screen_origin(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    ctx: &SessionContext,
+    shared: &Shared,
+) -> Option<(TcpStream, Origin, Option<IpSlot>)> {
+    let listener = &ctx.listener.name;
+    let origin = match &ctx.listener.proxy_protocol {
+        None => Origin::Direct(peer),
+        Some(proxy) => {
+            match read_origin(
+                &mut stream,
+                peer,
+                &proxy.trusted_proxies,
+                proxy.header_timeout,
+            )
+            .await
+            {
+                Ok(origin) => origin,
+                Err(e) => {
+                    count_refusal(shared, listener, "proxy_header");
+                    warn!(proxy = %peer, %listener, error = %e, "closed a control connection from a trusted proxy without a valid PROXY header");
+                    return None;
+                }
+            }
+        }
+    };
+    let ip_slot = match origin {
+        // The trusted proxy's own connection (a health check) is no client:
+        // per-address limits would end up refusing the load balancer.
+        Origin::Local(proxy) => {
+            debug!(%proxy, %listener, "PROXY LOCAL connection (a health check); serving it as the proxy's own");
+            None
+        }
+        Origin::Direct(_) | Origin::Proxied { .. } => {
+            let client = origin.client();
+            match screen(shared, canonical(client.ip())) {
+                Ok(slot) => Some(slot),
+                Err(refusal) => {
+                    info!(peer = %client, %listener, reason = refusal.reason, "connection refused");
+                    count_refusal(shared, listener, refusal.reason);
+                    refuse(stream, refusal.text).await;
+                    return None;
+                }
+            }
+        }
+    };
+    Some((stream, origin, ip_slot))
 }
 
 /// Why a connection was turned away before its session started.

@@ -23,7 +23,7 @@ use crate::config::{ListenerConfig, ListenerTls, RuntimeConfig};
 use crate::ftp::passive::PassivePorts;
 use crate::limit::{ConnectionRate, Limits, LoginGuard, SessionCounts};
 use crate::obs::LogControl;
-use crate::obs::metrics::{Metrics, ResultLabels};
+use crate::obs::metrics::{ListenerLabels, Metrics, ResultLabels};
 use crate::obs::xferlog::XferLog;
 use crate::routing::hook::HookCache;
 use crate::tls::CertStore;
@@ -44,12 +44,21 @@ impl ListenerState {
     fn build(
         config: &Arc<ListenerConfig>,
         previous: Option<&ListenerState>,
+        metrics: &Metrics,
     ) -> Result<ListenerState, String> {
         let passive_ports = match previous {
             Some(old) if old.config.passive_ports == config.passive_ports => {
                 old.passive_ports.clone()
             }
-            _ => Arc::new(PassivePorts::new(config.passive_ports.clone())),
+            _ => {
+                let open = metrics
+                    .passive_ports_open
+                    .get_or_create(&ListenerLabels {
+                        listener: config.name.clone(),
+                    })
+                    .clone();
+                Arc::new(PassivePorts::new(config.passive_ports.clone(), open))
+            }
         };
         let (tls, cert_store) = match &config.tls {
             None => (None, None),
@@ -113,15 +122,15 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(config: RuntimeConfig, log: Option<LogControl>) -> Result<Arc<Shared>, String> {
+        let metrics = Arc::new(Metrics::new());
+        metrics.prime(&config);
         let mut listeners = ListenerMap::new();
         for listener in &config.listeners {
-            let state = ListenerState::build(listener, None)
+            let state = ListenerState::build(listener, None, &metrics)
                 .map_err(|e| format!("listener {}: {e}", listener.name))?;
             listeners.insert(listener.name.clone(), Arc::new(state));
         }
         let xferlog = XferLog::start(config.logging.xferlog.clone());
-        let metrics = Arc::new(Metrics::new());
-        metrics.prime(&config);
         let limits = Arc::new(Limits::new(&config));
         let connection_rate = ConnectionRate::default();
         connection_rate.apply(config.security.connection_rate);
@@ -212,7 +221,7 @@ impl Shared {
             if previous.is_none() {
                 warn!(listener = %listener.name, "a new listener starts only on restart");
             }
-            match ListenerState::build(listener, previous) {
+            match ListenerState::build(listener, previous, &self.metrics) {
                 Ok(state) => {
                     listeners.insert(listener.name.clone(), Arc::new(state));
                 }

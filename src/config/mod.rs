@@ -12,13 +12,14 @@ mod tenants;
 mod validate;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::net::Cidr;
 use crate::routing::template::Template;
 use crate::secret::Secret;
 use crate::upstream::RemotePath;
@@ -73,6 +74,11 @@ pub mod defaults {
     pub const MAX_LOGIN_ATTEMPTS: u32 = 3;
     pub const BANNER: &str = "ftpbridge ready";
     pub const ACTIVE_MIN_PORT: u16 = 1024;
+    /// How long a resolved `passive_address` host name is used before it is
+    /// looked up again.
+    pub const PASSIVE_ADDRESS_TTL: Duration = Duration::from_secs(60);
+    /// How long a trusted load balancer has to send its PROXY header.
+    pub const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
     pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
     pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
     pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -276,14 +282,61 @@ pub struct ShutdownSettings {
     pub drain_timeout: Duration,
 }
 
-/// Where PASV/EPSV tell clients to connect.
+/// Where PASV tells clients to connect (EPSV names only a port, RFC 2428).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PassiveAddress {
-    /// The local address the client's control connection reached.
+    /// The address the client's control connection reached: the local
+    /// address, or behind a load balancer the destination its PROXY header
+    /// names.
     Auto,
-    Ip(IpAddr),
-    /// Resolved at each PASV, so a changed DNS record takes effect.
+    /// Always IPv4: PASV cannot carry anything else.
+    Ip(std::net::Ipv4Addr),
+    /// Resolved when first needed and again every `passive_address_ttl`, so
+    /// a changed DNS record takes effect without a lookup per PASV.
     Host(String),
+}
+
+/// `passive_address_overrides`: clients in these networks are told another
+/// address (an internal one for internal clients, say).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassiveAddressOverride {
+    pub clients: Vec<Cidr>,
+    pub address: PassiveAddress,
+}
+
+/// `data_source`: which data connections a passive port accepts; one
+/// matching rule is enough.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataSourcePolicy {
+    /// `same-ip`: from the control connection's IP (the classic check).
+    pub same_ip: bool,
+    /// `cidr`: from the listener's or the user's `data_source_cidrs` (known
+    /// NAT egress ranges).
+    pub cidr: bool,
+    /// `tls-session`: from any IP, when the protected data connection's TLS
+    /// handshake resumed this control connection's session.
+    pub tls_session: bool,
+    /// `any`: from anywhere, unchecked.
+    pub any: bool,
+}
+
+impl Default for DataSourcePolicy {
+    fn default() -> Self {
+        DataSourcePolicy {
+            same_ip: true,
+            cidr: false,
+            tls_session: false,
+            any: false,
+        }
+    }
+}
+
+/// `proxy_protocol = true`: control and passive data connections from
+/// `trusted_proxies` start with a PROXY v1/v2 header naming the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyProtocol {
+    pub trusted_proxies: Vec<Cidr>,
+    pub header_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -291,8 +344,17 @@ pub struct ListenerConfig {
     pub name: String,
     pub bind: SocketAddr,
     pub passive_address: PassiveAddress,
+    /// How long a resolved host name in `passive_address` (or an override) is used.
+    pub passive_address_ttl: Duration,
+    pub passive_address_overrides: Vec<PassiveAddressOverride>,
     /// `None`: the kernel picks an ephemeral port.
     pub passive_ports: Option<RangeInclusive<u16>>,
+    /// Which passive data connections are accepted.
+    pub data_source: DataSourcePolicy,
+    /// The networks the `cidr` rule accepts (users may add their own).
+    pub data_source_cidrs: Vec<Cidr>,
+    /// PROXY protocol from trusted load balancers; `None`: off.
+    pub proxy_protocol: Option<ProxyProtocol>,
     pub idle_timeout: Duration,
     pub login_timeout: Duration,
     pub data_connect_timeout: Duration,
@@ -463,6 +525,8 @@ pub struct UserConfig {
     pub root: RemotePath,
     /// Overrides the listener's `require_tls` for this user.
     pub require_tls: Option<TlsRequirement>,
+    /// Added to the listener's `data_source_cidrs` for this user's sessions.
+    pub data_source_cidrs: Vec<Cidr>,
     pub tenant: Arc<TenantConfig>,
     /// Shared by this user's sessions; unset directions use the tenant's `user_rates`.
     pub rates: DirectionRates,

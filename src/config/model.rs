@@ -136,7 +136,15 @@ pub struct RawListener {
     pub name: String,
     pub bind: String,
     pub passive_address: Option<String>,
+    pub passive_address_ttl: Option<String>,
+    pub passive_address_overrides: Option<Vec<RawPassiveOverride>>,
     pub passive_ports: Option<String>,
+    /// A list, or one comma-separated string (handy in environment overrides).
+    pub data_source: Option<OneOrMany>,
+    pub data_source_cidrs: Option<OneOrMany>,
+    pub proxy_protocol: Option<bool>,
+    pub trusted_proxies: Option<OneOrMany>,
+    pub proxy_header_timeout: Option<String>,
     pub idle_timeout: Option<String>,
     pub login_timeout: Option<String>,
     pub data_connect_timeout: Option<String>,
@@ -156,6 +164,14 @@ pub struct RawListener {
     pub allow_ccc: Option<bool>,
     pub proxy_login: Option<bool>,
     pub proxy_login_upstreams: Option<Vec<String>>,
+}
+
+/// One `passive_address_overrides` entry: `{ clients = "10.0.0.0/8", address = "10.1.2.3" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPassiveOverride {
+    pub clients: OneOrMany,
+    pub address: String,
 }
 
 /// `host_key = "SHA256:…"` or `host_key = ["SHA256:…", "SHA256:…"]`.
@@ -214,6 +230,7 @@ pub struct RawUser {
     pub name: String,
     pub password_hash: Option<Secret>,
     pub require_tls: Option<String>,
+    pub data_source_cidrs: Option<OneOrMany>,
     pub upstream: String,
     pub root: Option<String>,
     pub tenant: Option<String>,

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::net::Cidr;
 
 const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$EEZRuJFGu++vpiPw6bRsgw$ZHamxZKC1DZ8AQQXIVYPOznA/IZSSM9iWkfhXtmmNYs";
 const PIN: &str = "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s";
@@ -971,4 +972,234 @@ fn the_readme_route_example_loads() {
     let config = load(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     assert_eq!(config.routes.len(), 2);
     assert!(config.routes[0].pattern.matches("alice@partners.example"));
+}
+
+// --- NAT-proof data channels and PROXY protocol (listener keys) ---
+
+fn tls_listener_lines(dir: &std::path::Path, extra: &str) -> String {
+    let (cert, key) = test_certificate(dir);
+    with_listener_lines(&format!(
+        "tls = \"explicit\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n{extra}",
+        cert.display(),
+        key.display()
+    ))
+}
+
+#[test]
+fn data_source_defaults_to_same_ip_and_proxy_protocol_to_off() {
+    let config = load(&base()).unwrap();
+    let listener = &config.listeners[0];
+    assert_eq!(listener.data_source, DataSourcePolicy::default());
+    assert!(listener.data_source.same_ip && !listener.data_source.cidr);
+    assert!(listener.data_source_cidrs.is_empty());
+    assert_eq!(listener.proxy_protocol, None);
+    assert!(listener.passive_address_overrides.is_empty());
+    assert_eq!(listener.passive_address_ttl, defaults::PASSIVE_ADDRESS_TTL);
+    assert!(config.user("alice").unwrap().data_source_cidrs.is_empty());
+}
+
+#[test]
+fn the_issue_s_listener_shape_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = tls_listener_lines(
+        dir.path(),
+        r#"passive_address = "ftp.example.com"
+passive_address_ttl = "5m"
+passive_address_overrides = [ { clients = "10.0.0.0/8", address = "10.1.2.3" } ]
+passive_ports = "50000-50015"
+data_source = ["same-ip", "cidr", "tls-session"]
+data_source_cidrs = ["20.50.0.0/24"]
+proxy_protocol = true
+trusted_proxies = ["10.0.0.0/8"]
+proxy_header_timeout = "2s""#,
+    );
+    let config = load(&text).unwrap();
+    let listener = &config.listeners[0];
+    assert_eq!(
+        listener.passive_address,
+        PassiveAddress::Host("ftp.example.com".into())
+    );
+    assert_eq!(listener.passive_address_ttl, Duration::from_secs(300));
+    assert_eq!(
+        listener.passive_address_overrides,
+        vec![PassiveAddressOverride {
+            clients: vec!["10.0.0.0/8".parse().unwrap()],
+            address: PassiveAddress::Ip("10.1.2.3".parse().unwrap()),
+        }]
+    );
+    assert_eq!(
+        listener.data_source,
+        DataSourcePolicy {
+            same_ip: true,
+            cidr: true,
+            tls_session: true,
+            any: false
+        }
+    );
+    assert_eq!(
+        listener.data_source_cidrs,
+        vec!["20.50.0.0/24".parse::<Cidr>().unwrap()]
+    );
+    assert_eq!(
+        listener.proxy_protocol,
+        Some(ProxyProtocol {
+            trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()],
+            header_timeout: Duration::from_secs(2),
+        })
+    );
+}
+
+#[test]
+fn list_keys_also_read_comma_separated_strings_from_the_environment() {
+    let text = with_listener_lines("data_source = [\"same-ip\"]");
+    let config = from_toml(
+        &text,
+        [
+            (
+                "FTPBRIDGE__LISTENERS__0__DATA_SOURCE".to_owned(),
+                "same-ip, cidr".to_owned(),
+            ),
+            (
+                "FTPBRIDGE__LISTENERS__0__DATA_SOURCE_CIDRS".to_owned(),
+                "20.50.0.0/24,20.60.0.7".to_owned(),
+            ),
+        ],
+    )
+    .unwrap();
+    let listener = &config.listeners[0];
+    assert!(listener.data_source.cidr);
+    assert_eq!(listener.data_source_cidrs.len(), 2);
+}
+
+#[test]
+fn unknown_data_source_rules_name_the_key() {
+    let err = error_for(&with_listener_lines("data_source = [\"same-port\"]"));
+    assert_eq!(err.key, "listeners[0].data_source");
+    assert!(err.message.contains("same-port"), "{err}");
+    let err = error_for(&with_listener_lines("data_source = []"));
+    assert_eq!(err.key, "listeners[0].data_source");
+}
+
+#[test]
+fn any_must_stand_alone() {
+    assert!(
+        load(&with_listener_lines("data_source = [\"any\"]"))
+            .unwrap()
+            .listeners[0]
+            .data_source
+            .any
+    );
+    let err = error_for(&with_listener_lines("data_source = [\"any\", \"same-ip\"]"));
+    assert_eq!(err.key, "listeners[0].data_source");
+}
+
+#[test]
+fn tls_session_needs_a_tls_listener() {
+    let err = error_for(&with_listener_lines("data_source = [\"tls-session\"]"));
+    assert_eq!(err.key, "listeners[0].data_source");
+    assert!(err.message.contains("TLS"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let config = load(&tls_listener_lines(
+        dir.path(),
+        "data_source = [\"tls-session\"]",
+    ))
+    .unwrap();
+    assert!(config.listeners[0].data_source.tls_session);
+}
+
+#[test]
+fn data_source_cidrs_belong_to_the_cidr_rule() {
+    let err = error_for(&with_listener_lines("data_source_cidrs = [\"10.0.0.0/8\"]"));
+    assert_eq!(err.key, "listeners[0].data_source_cidrs");
+    let err = error_for(&with_listener_lines("data_source = [\"cidr\"]"));
+    assert_eq!(
+        err.key, "listeners[0].data_source_cidrs",
+        "nothing to match"
+    );
+    let err = error_for(&with_listener_lines(
+        "data_source = [\"cidr\"]\ndata_source_cidrs = [\"10.1.2.3/8\"]",
+    ));
+    assert_eq!(err.key, "listeners[0].data_source_cidrs");
+    assert!(err.message.contains("10.0.0.0/8"), "{err}");
+}
+
+#[test]
+fn users_may_bring_their_own_egress_networks() {
+    let text = replaced(
+        "root = \"/alice\"",
+        "root = \"/alice\"\ndata_source_cidrs = [\"20.50.0.0/24\"]",
+    )
+    .replacen(
+        "bind = \"127.0.0.1:2121\"",
+        "bind = \"127.0.0.1:2121\"\ndata_source = [\"same-ip\", \"cidr\"]",
+        1,
+    );
+    let config = load(&text).unwrap();
+    assert_eq!(
+        config.user("alice").unwrap().data_source_cidrs,
+        vec!["20.50.0.0/24".parse::<Cidr>().unwrap()]
+    );
+    let err = error_for(&replaced(
+        "root = \"/alice\"",
+        "root = \"/alice\"\ndata_source_cidrs = [\"nat\"]",
+    ));
+    assert_eq!(err.key, "users[0].data_source_cidrs");
+}
+
+#[test]
+fn proxy_protocol_needs_trusted_proxies_and_they_need_it() {
+    let err = error_for(&with_listener_lines("proxy_protocol = true"));
+    assert_eq!(err.key, "listeners[0].trusted_proxies");
+    let err = error_for(&with_listener_lines("trusted_proxies = [\"10.0.0.0/8\"]"));
+    assert_eq!(err.key, "listeners[0].trusted_proxies");
+    let err = error_for(&with_listener_lines(
+        "proxy_protocol = false\nproxy_header_timeout = \"1s\"",
+    ));
+    assert_eq!(err.key, "listeners[0].proxy_header_timeout");
+    let err = error_for(&with_listener_lines(
+        "proxy_protocol = true\ntrusted_proxies = [\"load-balancer\"]",
+    ));
+    assert_eq!(err.key, "listeners[0].trusted_proxies");
+    let config = load(&with_listener_lines(
+        "proxy_protocol = true\ntrusted_proxies = \"10.0.0.0/8, 192.0.2.10\"",
+    ))
+    .unwrap();
+    let proxy = config.listeners[0].proxy_protocol.as_ref().unwrap();
+    assert_eq!(proxy.trusted_proxies.len(), 2);
+    assert_eq!(proxy.header_timeout, defaults::PROXY_HEADER_TIMEOUT);
+}
+
+#[test]
+fn passive_addresses_are_ipv4_or_names() {
+    let err = error_for(&with_listener_lines("passive_address = \"2001:db8::1\""));
+    assert_eq!(err.key, "listeners[0].passive_address");
+    assert!(err.message.contains("EPSV"), "{err}");
+    let config = load(&with_listener_lines(
+        "passive_address = \"::ffff:203.0.113.9\"",
+    ))
+    .unwrap();
+    assert_eq!(
+        config.listeners[0].passive_address,
+        PassiveAddress::Ip("203.0.113.9".parse().unwrap())
+    );
+}
+
+#[test]
+fn override_errors_name_the_entry() {
+    let err = error_for(&with_listener_lines(
+        "passive_address_overrides = [ { clients = \"10.0.0.0/8\", address = \"bad host!\" } ]",
+    ));
+    assert_eq!(err.key, "listeners[0].passive_address_overrides[0].address");
+    let err = error_for(&with_listener_lines(
+        "passive_address_overrides = [ { clients = \"10.0.0.0/8\", address = \"auto\" }, { clients = [\"10.0.0.0/8\"], address = \"10.1.2.3\" } ]",
+    ));
+    assert_eq!(err.key, "listeners[0].passive_address_overrides[1].clients");
+    let err = error_for(&with_listener_lines(
+        "passive_address_overrides = [ { clients = [], address = \"10.1.2.3\" } ]",
+    ));
+    assert_eq!(err.key, "listeners[0].passive_address_overrides[0].clients");
+    let err = error_for(&with_listener_lines(
+        "passive_address_overrides = [ { clients = \"10.0.0.0/8\", address = \"10.1.2.3\", port = 1 } ]",
+    ));
+    assert!(err.to_string().contains("port"), "{err}");
 }

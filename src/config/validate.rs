@@ -10,14 +10,16 @@ use std::time::Duration;
 use tracing::warn;
 
 use super::model::{
-    RawAdmin, RawConfig, RawListener, RawLogging, RawServer, RawShutdown, RawUpstream, RawUser,
+    OneOrMany, RawAdmin, RawConfig, RawListener, RawLogging, RawServer, RawShutdown, RawUpstream,
+    RawUser,
 };
 use super::{
-    AdminSettings, Backend, CloseNotifyPolicy, ConfigError, ListenerConfig, ListenerTls,
-    LoggingSettings, PassiveAddress, ResumptionPolicy, RuntimeConfig, ServerSettings,
-    ShutdownSettings, TenantConfig, TlsMode, TlsRequirement, UpstreamAuth, UpstreamConfig,
-    UserConfig, defaults, human,
+    AdminSettings, Backend, CloseNotifyPolicy, ConfigError, DataSourcePolicy, ListenerConfig,
+    ListenerTls, LoggingSettings, PassiveAddress, PassiveAddressOverride, ProxyProtocol,
+    ResumptionPolicy, RuntimeConfig, ServerSettings, ShutdownSettings, TenantConfig, TlsMode,
+    TlsRequirement, UpstreamAuth, UpstreamConfig, UserConfig, defaults, human,
 };
+use crate::net::Cidr;
 use crate::secret::Secret;
 use crate::upstream::RemotePath;
 use crate::upstream::sftp::{HostKeyCheck, SftpCredentials, SftpSettings};
@@ -49,6 +51,7 @@ pub fn validate(raw: RawConfig) -> Result<RuntimeConfig> {
     if auth_hook.is_none() {
         super::routing::check_hook_routes(&routes)?;
     }
+    check_cidr_rules(&listeners, &users)?;
     Ok(RuntimeConfig {
         routes,
         auth_hook,
@@ -202,6 +205,7 @@ fn listeners(raw: &[RawListener]) -> Result<Vec<Arc<ListenerConfig>>> {
         })?;
         let passive_address =
             passive_address(key("passive_address"), listener.passive_address.as_deref())?;
+        let passive_address_overrides = passive_overrides(i, listener)?;
         let passive_ports = listener
             .passive_ports
             .as_deref()
@@ -218,11 +222,25 @@ fn listeners(raw: &[RawListener]) -> Result<Vec<Arc<ListenerConfig>>> {
                 "must be at least 1",
             ));
         }
+        let tls = listener_tls(i, listener)?;
+        let data_source = data_source(i, listener, tls.is_some())?;
         out.push(Arc::new(ListenerConfig {
             name: listener.name.clone(),
             bind,
             passive_address,
+            passive_address_ttl: duration(
+                key("passive_address_ttl"),
+                listener.passive_address_ttl.as_ref(),
+                defaults::PASSIVE_ADDRESS_TTL,
+            )?,
+            passive_address_overrides,
             passive_ports,
+            data_source,
+            data_source_cidrs: cidr_list(
+                key("data_source_cidrs"),
+                listener.data_source_cidrs.as_ref(),
+            )?,
+            proxy_protocol: proxy_protocol(i, listener)?,
             idle_timeout: duration(
                 key("idle_timeout"),
                 listener.idle_timeout.as_ref(),
@@ -258,7 +276,7 @@ fn listeners(raw: &[RawListener]) -> Result<Vec<Arc<ListenerConfig>>> {
                 }
                 other => other,
             },
-            tls: listener_tls(i, listener)?,
+            tls,
             require_tls: match &listener.require_tls {
                 None => TlsRequirement::Off,
                 Some(text) => tls_requirement(key("require_tls"), text)?,
@@ -387,7 +405,13 @@ fn passive_address(key: String, text: Option<&str>) -> Result<PassiveAddress> {
                 "an unspecified address (0.0.0.0, ::) cannot be advertised; use \"auto\"",
             ));
         }
-        return Ok(PassiveAddress::Ip(ip));
+        return match crate::net::canonical(ip) {
+            IpAddr::V4(v4) => Ok(PassiveAddress::Ip(v4)),
+            IpAddr::V6(_) => Err(ConfigError::new(
+                key,
+                "PASV can only announce an IPv4 address; IPv6 clients use EPSV, which announces none",
+            )),
+        };
     }
     let valid_host = !text.is_empty()
         && text.len() <= 253
@@ -421,6 +445,177 @@ pub(super) fn upstream_named(
             format!("no upstream named {name:?} (defined: {})", known.join(", ")),
         )
     })
+}
+
+/// A list key written as a TOML array or as one comma-separated string
+/// (`FTPBRIDGE__LISTENERS__0__DATA_SOURCE=same-ip,cidr`).
+fn string_list(value: Option<&OneOrMany>) -> Vec<String> {
+    let items = match value {
+        None => return Vec::new(),
+        Some(OneOrMany::One(text)) => text.split(',').map(str::to_owned).collect(),
+        Some(OneOrMany::Many(items)) => items.clone(),
+    };
+    items
+        .into_iter()
+        .map(|item| item.trim().to_owned())
+        .filter(|item| !item.is_empty())
+        .collect()
+}
+
+fn cidr_list(key: String, value: Option<&OneOrMany>) -> Result<Vec<Cidr>> {
+    string_list(value)
+        .iter()
+        .map(|text| {
+            text.parse::<Cidr>()
+                .map_err(|m| ConfigError::new(key.clone(), m))
+        })
+        .collect()
+}
+
+fn passive_overrides(i: usize, raw: &RawListener) -> Result<Vec<PassiveAddressOverride>> {
+    let Some(entries) = &raw.passive_address_overrides else {
+        return Ok(Vec::new());
+    };
+    let mut seen: Vec<Cidr> = Vec::new();
+    let mut out = Vec::with_capacity(entries.len());
+    for (j, entry) in entries.iter().enumerate() {
+        let key = |field: &str| format!("listeners[{i}].passive_address_overrides[{j}].{field}");
+        let clients = cidr_list(key("clients"), Some(&entry.clients))?;
+        if clients.is_empty() {
+            return Err(ConfigError::new(
+                key("clients"),
+                "list at least one network, e.g. \"10.0.0.0/8\"",
+            ));
+        }
+        if let Some(twice) = clients.iter().find(|c| seen.contains(c)) {
+            return Err(ConfigError::new(
+                key("clients"),
+                format!("{twice} is already listed in another override"),
+            ));
+        }
+        seen.extend(clients.iter().copied());
+        let address = passive_address(key("address"), Some(&entry.address))?;
+        out.push(PassiveAddressOverride { clients, address });
+    }
+    Ok(out)
+}
+
+fn data_source(i: usize, raw: &RawListener, has_tls: bool) -> Result<DataSourcePolicy> {
+    let key = |field: &str| format!("listeners[{i}].{field}");
+    let Some(value) = &raw.data_source else {
+        if raw.data_source_cidrs.is_some() {
+            return Err(ConfigError::new(
+                key("data_source_cidrs"),
+                "only used when data_source lists \"cidr\"",
+            ));
+        }
+        return Ok(DataSourcePolicy::default());
+    };
+    let rules = string_list(Some(value));
+    if rules.is_empty() {
+        return Err(ConfigError::new(
+            key("data_source"),
+            "list at least one of \"same-ip\", \"cidr\", \"tls-session\", or [\"any\"]",
+        ));
+    }
+    let mut policy = DataSourcePolicy {
+        same_ip: false,
+        cidr: false,
+        tls_session: false,
+        any: false,
+    };
+    for rule in &rules {
+        match rule.as_str() {
+            "same-ip" => policy.same_ip = true,
+            "cidr" => policy.cidr = true,
+            "tls-session" => policy.tls_session = true,
+            "any" => policy.any = true,
+            other => {
+                return Err(ConfigError::new(
+                    key("data_source"),
+                    format!(
+                        "{other:?} is not one of \"same-ip\", \"cidr\", \"tls-session\", \"any\""
+                    ),
+                ));
+            }
+        }
+    }
+    if policy.any && rules.iter().any(|r| r != "any") {
+        return Err(ConfigError::new(
+            key("data_source"),
+            "\"any\" accepts every data connection, so it is listed alone: data_source = [\"any\"]",
+        ));
+    }
+    if policy.tls_session && !has_tls {
+        return Err(ConfigError::new(
+            key("data_source"),
+            "\"tls-session\" needs TLS on this listener (tls = \"explicit\" or \"implicit\")",
+        ));
+    }
+    if !policy.cidr && raw.data_source_cidrs.is_some() {
+        return Err(ConfigError::new(
+            key("data_source_cidrs"),
+            "only used when data_source lists \"cidr\"",
+        ));
+    }
+    if policy.any {
+        warn!(
+            listener = %raw.name,
+            "data_source = [\"any\"]: passive data connections are accepted from any address; whoever reaches a passive port first gets the transfer"
+        );
+    }
+    Ok(policy)
+}
+
+fn proxy_protocol(i: usize, raw: &RawListener) -> Result<Option<ProxyProtocol>> {
+    let key = |field: &str| format!("listeners[{i}].{field}");
+    if raw.proxy_protocol != Some(true) {
+        for (field, set) in [
+            ("trusted_proxies", raw.trusted_proxies.is_some()),
+            ("proxy_header_timeout", raw.proxy_header_timeout.is_some()),
+        ] {
+            if set {
+                return Err(ConfigError::new(
+                    key(field),
+                    "only used with proxy_protocol = true",
+                ));
+            }
+        }
+        return Ok(None);
+    }
+    let trusted_proxies = cidr_list(key("trusted_proxies"), raw.trusted_proxies.as_ref())?;
+    if trusted_proxies.is_empty() {
+        return Err(ConfigError::new(
+            key("trusted_proxies"),
+            "required with proxy_protocol = true: the load balancers' networks, e.g. [\"10.0.0.0/8\"] (a header from anyone else would let a client choose its own IP)",
+        ));
+    }
+    Ok(Some(ProxyProtocol {
+        trusted_proxies,
+        header_timeout: duration(
+            key("proxy_header_timeout"),
+            raw.proxy_header_timeout.as_ref(),
+            defaults::PROXY_HEADER_TIMEOUT,
+        )?,
+    }))
+}
+
+/// A listener whose `cidr` rule has no network to match, here or on any
+/// user, is a mistake: nothing would ever pass that rule.
+fn check_cidr_rules(
+    listeners: &[Arc<ListenerConfig>],
+    users: &HashMap<String, Arc<UserConfig>>,
+) -> Result<()> {
+    let users_have_cidrs = users.values().any(|u| !u.data_source_cidrs.is_empty());
+    for (i, listener) in listeners.iter().enumerate() {
+        if listener.data_source.cidr && listener.data_source_cidrs.is_empty() && !users_have_cidrs {
+            return Err(ConfigError::new(
+                format!("listeners[{i}].data_source_cidrs"),
+                "required with \"cidr\" in data_source (or give users data_source_cidrs): the NAT egress networks, e.g. [\"20.50.0.0/24\"]",
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn remote_root(key: String, text: Option<&str>) -> Result<RemotePath> {
@@ -863,6 +1058,8 @@ fn users(
             .map(|text| tls_requirement(key("require_tls"), text))
             .transpose()?;
         let (tenant, rates, max_sessions) = super::tenants::user_limits(i, user, tenants)?;
+        let data_source_cidrs =
+            cidr_list(key("data_source_cidrs"), user.data_source_cidrs.as_ref())?;
         out.insert(
             user.name.clone(),
             Arc::new(UserConfig {
@@ -871,6 +1068,7 @@ fn users(
                 upstream: upstream.clone(),
                 root,
                 require_tls,
+                data_source_cidrs,
                 tenant,
                 rates,
                 max_sessions,

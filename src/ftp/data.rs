@@ -7,6 +7,7 @@
 //! and finish with 226 only once the upstream confirmed the result.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -14,24 +15,27 @@ use tokio::task::JoinHandle;
 use tracing::{Instrument, info, warn};
 
 use super::command::{EpsvArg, TransferType};
+use super::data_stream::DataStream;
 use super::dataconn::{
     ActiveTarget, BounceRefusal, DataConnectionError, DataSetup, check_active_target,
 };
 use super::files::ListingShape;
 use super::listing;
-use super::passive::{PendingDataConnection, canonical};
+use super::passive::{DataTls, Delivered, OpenError, SlotRequest, TlsOffer};
+use super::passive_address::{self, AddressError};
+use super::refusals::RefusalCounters;
 use super::reply::Reply;
 use super::reply_map::{Phase, upstream_reply};
 use super::session::{Outcome, Session};
+use super::source_policy::SlotRules;
 use super::transfer::{self, TransferControl, TransferError};
 use prometheus_client::metrics::counter::Counter;
-use std::sync::Arc;
 
-use super::data_stream::DataStream;
 use super::path::VirtualPath;
 use crate::config::DEFAULT_TENANT;
-use crate::config::{CloseNotifyPolicy, PassiveAddress, ResumptionPolicy};
+use crate::config::ResumptionPolicy;
 use crate::limit::Direction;
+use crate::net::canonical;
 use crate::obs::metrics::{ReasonLabels, TrafficLabels};
 use crate::obs::xferlog::{Direction as XferDirection, TransferRecord};
 use crate::state::Shared;
@@ -139,7 +143,7 @@ impl Session {
             Ok(ip) => ip,
             Err(reply) => return reply.into(),
         };
-        let port = match self.open_passive().await {
+        let port = match self.open_passive() {
             Ok(port) => port,
             Err(reply) => return reply.into(),
         };
@@ -153,7 +157,8 @@ impl Session {
     }
 
     pub(super) async fn epsv(&mut self, arg: EpsvArg) -> Outcome {
-        let local_is_v4 = canonical(self.local.ip()).is_ipv4();
+        // The family the client uses is the one of the address it reached.
+        let local_is_v4 = canonical(self.reached).is_ipv4();
         match arg {
             EpsvArg::All => {
                 self.epsv_all = true;
@@ -167,7 +172,7 @@ impl Session {
             }
             EpsvArg::Protocol(_) | EpsvArg::Any => {}
         }
-        match self.open_passive().await {
+        match self.open_passive() {
             Ok(port) => {
                 Reply::new(229, format!("Entering Extended Passive Mode (|||{port}|).")).into()
             }
@@ -231,55 +236,77 @@ impl Session {
             .clone()
     }
 
-    /// Binds a passive port on the address the client reached us on.
-    async fn open_passive(&mut self) -> Result<u16, Reply> {
+    /// Registers this session on a passive port of the address its control
+    /// connection came in on, with the listener's `data_source` rules.
+    fn open_passive(&mut self) -> Result<u16, Reply> {
         self.data = None;
-        let local_ip = canonical(self.local.ip());
-        let listener = self.ctx.passive_ports.bind(local_ip).await.map_err(|e| {
-            warn!(error = %e, listener = %self.ctx.listener.name, "no passive port available");
-            self.data_refusals("port_exhaustion").inc();
-            Reply::new(425, "No passive port available; try again later.")
-        })?;
-        let pending = PendingDataConnection::start(
-            listener,
-            canonical(self.peer.ip()),
-            self.data_refusals("policy"),
-        )
-        .map_err(|e| {
-            warn!(error = %e, "passive listener failed");
-            Reply::new(425, "Cannot open a passive port.")
-        })?;
+        let listener = self.ctx.listener.clone();
+        let user_cidrs = self
+            .account()
+            .map(|account| account.user.data_source_cidrs.clone())
+            .unwrap_or_default();
+        let protected = self.protect_data && listener.tls.is_some();
+        let rules = SlotRules::new(
+            listener.data_source,
+            self.peer.ip(),
+            listener.data_source_cidrs.iter().copied().chain(user_cidrs),
+            protected,
+        );
+        if rules.accepts_nothing() {
+            warn!(listener = %listener.name, "no data_source rule can accept a data connection for this session");
+            return Err(Reply::new(
+                425,
+                if listener.data_source.tls_session && !protected {
+                    "Data connections here must prove their TLS session: send PBSZ 0 and PROT P first."
+                } else {
+                    "No data connection source is allowed for this session."
+                },
+            ));
+        }
+        let request = SlotRequest {
+            rules,
+            proxy: listener.proxy_protocol.clone(),
+            unclaimed_after: listener.data_connect_timeout,
+            refusals: RefusalCounters::from_fn(|reason| self.data_refusals(reason.label())),
+        };
+        let pending = self
+            .ctx
+            .passive_ports
+            .open(canonical(self.local.ip()), request)
+            .map_err(|e| match e {
+                OpenError::Exhausted(low, high) => {
+                    warn!(listener = %listener.name, low, high, "passive ports exhausted: every port of passive_ports has a waiting transfer; 425 to the client");
+                    self.data_refusals("port_exhaustion").inc();
+                    Reply::new(425, "No passive port available; try again later.")
+                }
+                OpenError::Io(e) => {
+                    warn!(error = %e, "cannot open a passive port");
+                    Reply::new(425, "Cannot open a passive port.")
+                }
+            })?;
         let port = pending.local_addr().port();
         self.data = Some(DataSetup::Passive(pending));
         Ok(port)
     }
 
-    /// The IPv4 address a PASV reply advertises (RFC 959's h1,h2,h3,h4).
+    /// The IPv4 address a PASV reply announces (RFC 959's h1,h2,h3,h4).
     async fn advertised_ipv4(&self) -> Result<std::net::Ipv4Addr, Reply> {
-        let ipv4_only = || Reply::new(425, "PASV needs an IPv4 address; use EPSV.");
-        match &self.ctx.listener.passive_address {
-            PassiveAddress::Auto => match canonical(self.local.ip()) {
-                IpAddr::V4(ip) => Ok(ip),
-                IpAddr::V6(_) => Err(ipv4_only()),
-            },
-            PassiveAddress::Ip(IpAddr::V4(ip)) => Ok(*ip),
-            PassiveAddress::Ip(IpAddr::V6(_)) => Err(ipv4_only()),
-            PassiveAddress::Host(host) => {
-                let resolved = tokio::net::lookup_host((host.as_str(), 0))
-                    .await
-                    .map_err(|e| {
-                        warn!(%host, error = %e, "cannot resolve passive_address");
-                        Reply::new(425, "Cannot determine the passive address.")
-                    })?;
-                resolved
-                    .filter_map(|addr| match addr.ip() {
-                        IpAddr::V4(ip) => Some(ip),
-                        IpAddr::V6(_) => None,
-                    })
-                    .next()
-                    .ok_or_else(ipv4_only)
+        let listener = &self.ctx.listener;
+        let address = passive_address::select(listener, self.peer.ip());
+        passive_address::resolve(
+            address,
+            self.reached,
+            self.ctx.passive_ports.hosts(),
+            listener.passive_address_ttl,
+        )
+        .await
+        .map_err(|e| match e {
+            AddressError::NotIpv4 => Reply::new(425, "PASV needs an IPv4 address; use EPSV."),
+            AddressError::Lookup { .. } => {
+                warn!(error = %e, "cannot resolve passive_address");
+                Reply::new(425, "Cannot determine the passive address; use EPSV.")
             }
-        }
+        })
     }
 
     pub(super) async fn list(&mut self, arg: Option<Bytes>, kind: ListingKind) -> Outcome {
@@ -489,13 +516,15 @@ impl Session {
         }
         let protection = match (&self.ctx.listener.tls, &self.session_tls) {
             (Some(tls), Some(configs)) if self.protect_data => Some(DataProtection {
-                config: match &work {
-                    Work::Upload(_) => configs.upload.clone(),
-                    Work::Listing(_) | Work::Download(_) => configs.download.clone(),
+                tls: DataTls {
+                    config: match &work {
+                        Work::Upload(_) => configs.upload.clone(),
+                        Work::Listing(_) | Work::Download(_) => configs.download.clone(),
+                    },
+                    handshake_timeout: tls.handshake_timeout,
+                    close_notify: tls.data_close_notify,
                 },
-                handshake_timeout: tls.handshake_timeout,
                 resumption: tls.data_resumption,
-                close_notify: tls.data_close_notify,
             }),
             _ => None,
         };
@@ -539,10 +568,8 @@ fn drop_work(work: Work) {
 
 /// TLS on a transfer's data connection (PROT P).
 struct DataProtection {
-    config: Arc<rustls::ServerConfig>,
-    handshake_timeout: Duration,
+    tls: DataTls,
     resumption: ResumptionPolicy,
-    close_notify: CloseNotifyPolicy,
 }
 
 /// Everything a transfer task needs.
@@ -605,43 +632,64 @@ impl TransferReport {
 }
 
 /// Why a data connection could not be used: the client's reply, and the
-/// reason label of the refusal counter.
+/// reason label of the refusal counter (`None` when the connections were
+/// refused one by one and already counted as they came).
 struct DataRefusal {
     reply: Reply,
-    reason: &'static str,
+    reason: Option<&'static str>,
 }
 
 impl DataRefusal {
     fn new(reason: &'static str, reply: Reply) -> Self {
-        DataRefusal { reply, reason }
+        DataRefusal {
+            reply,
+            reason: Some(reason),
+        }
     }
 }
 
 /// Waits for (or opens) the data connection and, under PROT P, runs its TLS
-/// handshake and applies the resumption policy.
+/// handshake and applies the resumption policy; a connection a TLS-session
+/// proof admitted has had both already.
 async fn open_data(
     setup: DataSetup,
     connect_timeout: Duration,
     protection: Option<&DataProtection>,
     description: &str,
 ) -> Result<DataStream, DataRefusal> {
-    let tcp = setup.connection(connect_timeout).await.map_err(|e| {
-        info!(%description, error = %e, "no data connection");
-        let reason = match e {
-            DataConnectionError::Timeout(_) => "timeout",
-            DataConnectionError::Connect(..) => "connect_failed",
-            DataConnectionError::Listener(_) => "listener_failed",
-        };
-        DataRefusal::new(reason, Reply::new(425, "Cannot open data connection."))
-    })?;
+    let offer = match protection {
+        Some(protection) => TlsOffer::Protected(protection.tls.clone()),
+        None => TlsOffer::Clear,
+    };
+    let delivered = setup
+        .connection(connect_timeout, offer)
+        .await
+        .map_err(|e| {
+            info!(%description, error = %e, "no data connection");
+            let reason = match e {
+                DataConnectionError::Timeout(_) => Some("timeout"),
+                DataConnectionError::Connect(..) => Some("connect_failed"),
+                DataConnectionError::Reclaimed => Some("reclaimed"),
+                DataConnectionError::Refused => None,
+            };
+            DataRefusal {
+                reply: Reply::new(425, e.reply_text()),
+                reason,
+            }
+        })?;
+    let tcp = match delivered {
+        Delivered::Proven(secured) => return Ok(secured.accept()),
+        Delivered::Tcp(tcp) => tcp,
+    };
     let Some(protection) = protection else {
         return Ok(DataStream::Plain(tcp));
     };
+    let tls = &protection.tls;
     let secured = DataStream::secure(
         tcp,
-        protection.config.clone(),
-        protection.handshake_timeout,
-        protection.close_notify,
+        tls.config.clone(),
+        tls.handshake_timeout,
+        tls.close_notify,
     )
     .await
     .map_err(|e| {
@@ -664,9 +712,9 @@ async fn open_data(
         }
         (false, ResumptionPolicy::Preferred) => {
             info!(%description, "data connection did not resume the control connection's TLS session; accepted (preferred)");
-            Ok(secured.stream)
+            Ok(secured.accept())
         }
-        _ => Ok(secured.stream),
+        _ => Ok(secured.accept()),
     }
 }
 
@@ -696,15 +744,17 @@ async fn run_transfer(plan: TransferPlan) -> TransferOutcome {
             drop_work(work);
             let (reply, result) = match refusal {
                 Some(DataRefusal { reply, reason }) => {
-                    report
-                        .shared
-                        .metrics
-                        .data_refusals
-                        .get_or_create(&ReasonLabels {
-                            listener: report.listener.clone(),
-                            reason,
-                        })
-                        .inc();
+                    if let Some(reason) = reason {
+                        report
+                            .shared
+                            .metrics
+                            .data_refusals
+                            .get_or_create(&ReasonLabels {
+                                listener: report.listener.clone(),
+                                reason,
+                            })
+                            .inc();
+                    }
                     (reply, "failed")
                 }
                 None => (

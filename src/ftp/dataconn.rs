@@ -12,17 +12,39 @@ use std::time::Duration;
 
 use tokio::net::{TcpSocket, TcpStream};
 
-use super::passive::{PendingDataConnection, canonical};
+use super::passive::{Delivered, PendingDataConnection, TlsOffer};
+use crate::net::canonical;
 
 /// Why no data connection could be used.
 #[derive(Debug, thiserror::Error)]
 pub enum DataConnectionError {
     #[error("no data connection within {0:?}")]
     Timeout(Duration),
-    #[error("passive listener failed: {0}")]
-    Listener(io::Error),
+    /// Connections came, but none from an address (or with a TLS session)
+    /// the `data_source` policy accepts.
+    #[error("only refused data connections arrived")]
+    Refused,
+    /// The session waited so long for its transfer command that its port was
+    /// given to another session.
+    #[error("the passive port was reclaimed before the transfer started")]
+    Reclaimed,
     #[error("cannot connect to {0}: {1}")]
     Connect(SocketAddr, io::Error),
+}
+
+impl DataConnectionError {
+    /// The text of the 425 reply.
+    pub fn reply_text(&self) -> &'static str {
+        match self {
+            DataConnectionError::Refused => {
+                "Data connection refused: it did not come from an address (or TLS session) allowed for this session."
+            }
+            DataConnectionError::Reclaimed => "The passive port expired; send PASV or EPSV again.",
+            DataConnectionError::Timeout(_) | DataConnectionError::Connect(..) => {
+                "Cannot open data connection."
+            }
+        }
+    }
 }
 
 /// Where an active data connection goes, and where it comes from.
@@ -66,13 +88,20 @@ pub enum DataSetup {
 }
 
 impl DataSetup {
-    /// Waits for (passive) or opens (active) the data connection, within `timeout`.
-    pub async fn connection(self, timeout: Duration) -> Result<TcpStream, DataConnectionError> {
+    /// Waits for (passive) or opens (active) the data connection, within
+    /// `timeout`; `offer` says whether the transfer is protected.
+    pub async fn connection(
+        self,
+        timeout: Duration,
+        offer: TlsOffer,
+    ) -> Result<Delivered, DataConnectionError> {
         match self {
-            DataSetup::Passive(pending) => pending.connection(timeout).await,
+            DataSetup::Passive(pending) => pending.connection(timeout, offer).await,
             DataSetup::Active(target) => match tokio::time::timeout(timeout, connect(target)).await
             {
-                Ok(result) => result.map_err(|e| DataConnectionError::Connect(target.client, e)),
+                Ok(result) => result
+                    .map(Delivered::Tcp)
+                    .map_err(|e| DataConnectionError::Connect(target.client, e)),
                 Err(_) => Err(DataConnectionError::Timeout(timeout)),
             },
         }
@@ -161,9 +190,11 @@ mod tests {
             source_port: Some(source_port),
         };
         let setup = DataSetup::Active(target);
-        let (connected, accepted) =
-            tokio::join!(setup.connection(Duration::from_secs(5)), client.accept());
-        connected.unwrap();
+        let (connected, accepted) = tokio::join!(
+            setup.connection(Duration::from_secs(5), TlsOffer::Clear),
+            client.accept()
+        );
+        assert!(matches!(connected, Ok(Delivered::Tcp(_))));
         assert_eq!(accepted.unwrap().1.port(), source_port);
     }
 
@@ -179,7 +210,7 @@ mod tests {
             source_port: None,
         };
         let result = DataSetup::Active(target)
-            .connection(Duration::from_secs(5))
+            .connection(Duration::from_secs(5), TlsOffer::Clear)
             .await;
         assert!(
             matches!(result, Err(DataConnectionError::Connect(..))),

@@ -6,7 +6,7 @@
 //! RFC 959 §5.4 defines which reply codes follow which command; each handler
 //! documents its part.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -32,6 +32,7 @@ use super::reply_map::{Phase, upstream_reply};
 use crate::config::TlsMode;
 use crate::config::{ListenerConfig, UserConfig};
 use crate::limit::{CommandVerdict, LoginSlot, SessionLimiter};
+use crate::net::proxy_protocol::Origin;
 use crate::obs::metrics::{CommandLabels, GaugeGuard, reply_class};
 use crate::state::Shared;
 use crate::tls::session::{SessionTls, session_configs};
@@ -103,8 +104,16 @@ impl From<Reply> for Outcome {
 
 pub(super) struct Session {
     pub ctx: SessionContext,
+    /// The client: the socket's peer, or behind a trusted load balancer the
+    /// source its PROXY header names. Data-connection rules, active-mode
+    /// bounce checks and logs all use this address.
     pub peer: SocketAddr,
+    /// The control socket's local address: passive ports are bound here.
     pub local: SocketAddr,
+    /// The address the client connected to (the PROXY header's destination
+    /// behind a load balancer, else `local`): what `passive_address = "auto"`
+    /// announces, and the family EPSV speaks.
+    pub reached: IpAddr,
     pub control: Framed<ControlStream, ControlCodec>,
     /// This control connection's TLS config; its private session cache is
     /// what makes data-connection resumption a proof (see `tls::session`).
@@ -134,8 +143,10 @@ pub(super) struct Session {
     pub span: Span,
 }
 
-/// Serves one control connection until it ends.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: SessionContext, id: u64) {
+/// Serves one control connection from `origin` (where it really comes
+/// from, after any PROXY header) until it ends.
+pub async fn serve(stream: TcpStream, origin: Origin, ctx: SessionContext, id: u64) {
+    let peer = origin.client();
     let local = match stream.local_addr() {
         Ok(local) => local,
         Err(e) => {
@@ -143,6 +154,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: SessionContext, id:
             return;
         }
     };
+    let reached = origin.destination().unwrap_or(local).ip();
     let _ = stream.set_nodelay(true);
     let stream = match ControlSocket::new(stream) {
         Ok(stream) => stream,
@@ -158,12 +170,17 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: SessionContext, id:
         listener = %ctx.listener.name,
         user = field::Empty,
         upstream = field::Empty,
+        via = field::Empty,
     );
+    if let Some(proxy) = origin.proxy() {
+        span.record("via", field::display(proxy));
+    }
     let session_tls = ctx.tls.as_deref().map(session_configs);
     let mut session = Session {
         ctx,
         peer,
         local,
+        reached,
         control: Framed::new(ControlStream::Plain(stream), ControlCodec::default()),
         session_tls,
         pbsz: false,

@@ -1,6 +1,8 @@
-//! Network values that are not FTP: IP networks (`cidr`).
+//! Network values and protocols that are not FTP: IP networks (`cidr`) and
+//! the PROXY protocol load balancers speak (`proxy_protocol`).
 
 pub mod cidr;
+pub mod proxy_protocol;
 
 pub use cidr::Cidr;
 

@@ -136,6 +136,7 @@ pub struct Metrics {
     pub transfers: Family<TransferLabels, Counter>,
     pub transfer_seconds: Family<DirectionLabels, Histogram, fn() -> Histogram>,
     pub data_refusals: Family<ReasonLabels, Counter>,
+    pub passive_ports_open: Family<ListenerLabels, Gauge>,
     pub upstream_connect_seconds: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
     pub upstream_operation_seconds: Family<UpstreamOperationLabels, Histogram, fn() -> Histogram>,
     pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
@@ -164,6 +165,7 @@ impl Metrics {
             transfers: Family::default(),
             transfer_seconds: Family::new_with_constructor(duration_histogram),
             data_refusals: Family::default(),
+            passive_ports_open: Family::default(),
             upstream_connect_seconds: Family::new_with_constructor(latency_histogram),
             upstream_operation_seconds: Family::new_with_constructor(latency_histogram),
             upstream_errors: Family::default(),
@@ -217,6 +219,11 @@ impl Metrics {
             "data_connection_refusals",
             "Data connections refused or never opened, by reason",
             metrics.data_refusals.clone(),
+        );
+        registry.register(
+            "passive_ports_open",
+            "Passive ports listening now (a port several waiting sessions share counts once)",
+            metrics.passive_ports_open.clone(),
         );
         registry.register(
             "upstream_connect_seconds",
@@ -312,6 +319,9 @@ impl Metrics {
             let _ = self
                 .sessions
                 .get_or_create(&ListenerLabels { listener: name() });
+            let _ = self
+                .passive_ports_open
+                .get_or_create(&ListenerLabels { listener: name() });
             for tenant in config.tenants.keys() {
                 let _ = self.logged_in.get_or_create(&TenantListenerLabels {
                     listener: name(),
@@ -362,8 +372,13 @@ impl Metrics {
 /// Why a data connection was refused or never opened: a connection from an
 /// address the policy refuses, none within `data_connect_timeout`, no free
 /// passive port, an active-mode connect that failed or was a bounce attempt,
-/// a failed TLS handshake or a TLS session that was not resumed.
-pub const DATA_REFUSAL_REASONS: [&str; 8] = [
+/// a failed TLS handshake or a TLS session that was not resumed, a
+/// connection to a passive port where no transfer waited, too many
+/// TLS-session candidates at once, a trusted proxy without a valid PROXY
+/// header, or a passive port given to another session after its own waited
+/// too long for a transfer command (`ftp::refusals` counts the first kinds
+/// per connection as they arrive).
+pub const DATA_REFUSAL_REASONS: [&str; 11] = [
     "policy",
     "timeout",
     "port_exhaustion",
@@ -371,13 +386,17 @@ pub const DATA_REFUSAL_REASONS: [&str; 8] = [
     "bounce",
     "tls_handshake",
     "tls_resumption",
-    "listener_failed",
+    "no_transfer_waiting",
+    "candidate_limit",
+    "proxy_header",
+    "reclaimed",
 ];
 
 /// Why a connection or a login was refused a session: the server's
-/// `max_sessions`, a client IP's sessions or connection rate, a ban, or the
-/// tenant's and user's limits at login.
-pub const SESSION_REFUSAL_REASONS: [&str; 7] = [
+/// `max_sessions`, a client IP's sessions or connection rate, a ban, the
+/// tenant's and user's limits at login, or a trusted load balancer's
+/// connection without a valid PROXY header.
+pub const SESSION_REFUSAL_REASONS: [&str; 8] = [
     "session_limit",
     "ip_sessions",
     "connection_rate",
@@ -385,6 +404,7 @@ pub const SESSION_REFUSAL_REASONS: [&str; 7] = [
     "tenant_sessions",
     "user_sessions",
     "tenant_ip_sessions",
+    "proxy_header",
 ];
 
 /// "1xx" … "5xx" for a reply code.

@@ -248,6 +248,7 @@ fn build_user(
         return Err("max_sessions must be at least 1".into());
     }
     Ok(UserConfig {
+        data_source_cidrs: Vec::new(),
         name: name.as_str().to_owned(),
         password_hash: None,
         upstream,

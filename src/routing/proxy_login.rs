@@ -28,6 +28,7 @@ pub fn resolve(
         .find(|upstream| names_upstream(target, upstream))?
         .clone();
     Some(UserConfig {
+        data_source_cidrs: Vec::new(),
         name: name.as_str().to_owned(),
         password_hash: None,
         root: upstream.root.clone(),

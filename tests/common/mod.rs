@@ -9,12 +9,16 @@
 //! - [`http`]: a minimal GET for the admin endpoint.
 //! - [`hook`]: an HTTPS auth hook endpoint with answers the test decides.
 //! - [`webdav`]: real nginx and Apache WebDAV servers (upstreams for WebDAV tests).
+//! - [`source`]: connections from chosen loopback addresses, PASV/EPSV reply parsing.
+//! - [`netns`]: network namespaces, veth links and NAT for the NAT lab.
 
 pub mod ftps;
 pub mod hook;
 pub mod http;
+pub mod netns;
 pub mod pki;
 pub mod proxy;
 pub mod raw;
+pub mod source;
 pub mod sshd;
 pub mod webdav;

@@ -13,7 +13,8 @@ use rcgen::{
 pub struct TestPki {
     /// The CA certificate: what `ca_file` points to.
     pub ca: PathBuf,
-    /// Server certificate for `127.0.0.1` and `localhost`, and its key.
+    /// Server certificate (for `127.0.0.1` and `localhost` unless
+    /// [`TestPki::generate_for`] named others), and its key.
     pub server_cert: PathBuf,
     pub server_key: PathBuf,
     /// A client certificate (mutual TLS), and its key.
@@ -24,6 +25,12 @@ pub struct TestPki {
 impl TestPki {
     /// Generates a CA, a server and a client certificate into `dir`.
     pub fn generate(dir: &Path) -> TestPki {
+        TestPki::generate_for(dir, &["127.0.0.1", "localhost"])
+    }
+
+    /// Like [`TestPki::generate`], with a server certificate for `names`
+    /// (IP addresses become IP SANs).
+    pub fn generate_for(dir: &Path, names: &[&str]) -> TestPki {
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params
@@ -41,7 +48,7 @@ impl TestPki {
             (cert.pem(), key.serialize_pem())
         };
         let (server_cert, server_key) = issue(
-            vec!["127.0.0.1".into(), "localhost".into()],
+            names.iter().map(|n| (*n).to_owned()).collect(),
             ExtendedKeyUsagePurpose::ServerAuth,
         );
         let (client_cert, client_key) = issue(

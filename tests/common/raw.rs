@@ -29,6 +29,12 @@ impl RawFtp {
             .await
             .expect("connect in time")
             .expect("connect");
+        RawFtp::from_stream(stream).await
+    }
+
+    /// Takes over a connected stream (one bound to a chosen source address,
+    /// or one that already carried a PROXY header) and reads the greeting.
+    pub async fn from_stream(stream: TcpStream) -> (RawFtp, RawReply) {
         let (read, write) = stream.into_split();
         let mut ftp = RawFtp {
             reader: BufReader::new(read),
