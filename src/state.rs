@@ -125,11 +125,15 @@ impl Shared {
         let limits = Arc::new(Limits::new(&config));
         let connection_rate = ConnectionRate::default();
         connection_rate.apply(config.security.connection_rate);
+        let passwords = PasswordChecker::new(
+            config.security.password_cache,
+            metrics.password_verifications.clone(),
+        );
         Ok(Arc::new(Shared {
             config: ArcSwap::from_pointee(config),
             listeners: ArcSwap::from_pointee(listeners),
             metrics,
-            passwords: PasswordChecker::default(),
+            passwords,
             xferlog,
             limits,
             session_counts: Arc::default(),
@@ -243,6 +247,7 @@ impl Shared {
         self.metrics.prime(&new);
         self.limits.apply(&new);
         self.connection_rate.apply(new.security.connection_rate);
+        self.passwords.set_cache_ttl(new.security.password_cache);
         self.listeners.store(Arc::new(listeners));
         self.config.store(Arc::new(new));
         *self

@@ -87,6 +87,7 @@ pub mod defaults {
     pub const MAX_FAILED_LOGINS_PER_USER: u32 = 50;
     pub const FAILED_LOGIN_WINDOW: Duration = Duration::from_secs(15 * 60);
     pub const BAN_TIME: Duration = Duration::from_secs(15 * 60);
+    pub const PASSWORD_CACHE: Duration = Duration::from_secs(5 * 60);
 }
 
 #[derive(Debug, Clone)]
@@ -246,6 +247,9 @@ pub struct SecuritySettings {
     pub ban_time: Duration,
     /// New connections per client IP; `None`: not limited.
     pub connection_rate: Option<EventRate>,
+    /// How long credentials argon2 accepted are recognised without another
+    /// verification (`auth::cache`); `None`: always verify.
+    pub password_cache: Option<Duration>,
 }
 
 /// `[admin]`: where /metrics, /healthz and /readyz are served.

@@ -103,6 +103,7 @@ pub struct RawSecurity {
     pub ban_time: Option<String>,
     pub connections_per_ip_per_second: Option<u32>,
     pub connection_burst: Option<u32>,
+    pub password_cache: Option<String>,
 }
 
 /// `[admin]`: the HTTP listener for /metrics, /healthz and /readyz.

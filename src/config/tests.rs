@@ -711,6 +711,10 @@ fn users_without_a_tenant_share_the_unlimited_default_tenant() {
         defaults::MAX_FAILED_LOGINS
     );
     assert_eq!(config.security.connection_rate, None);
+    assert_eq!(
+        config.security.password_cache,
+        Some(defaults::PASSWORD_CACHE)
+    );
 }
 
 #[test]
@@ -782,6 +786,13 @@ fn security_settings_are_validated() {
     assert_eq!(error.key, "security.ban_time");
     let error = error_for(&format!("[security]\nconnection_burst = 3\n{}", base()));
     assert_eq!(error.key, "security.connection_burst");
+    let off = load(&format!("[security]\npassword_cache = \"off\"\n{}", base())).unwrap();
+    assert_eq!(off.security.password_cache, None);
+    let error = error_for(&format!(
+        "[security]\npassword_cache = \"a while\"\n{}",
+        base()
+    ));
+    assert_eq!(error.key, "security.password_cache");
     let error = error_for(&format!("[server]\nmax_sessions_per_ip = 0\n{}", base()));
     assert_eq!(error.key, "server.max_sessions_per_ip");
 }

@@ -78,7 +78,7 @@ impl Session {
                         self.ctx
                             .shared
                             .passwords
-                            .verify(Some(hash), &password.0)
+                            .verify(&name, Some(hash), &password.0)
                             .await
                     }
                     None => true,
@@ -92,7 +92,11 @@ impl Session {
             Resolution::Refused(reason) => return self.login_failed(&name, &reason),
             Resolution::Unknown => {
                 // As slow as a known user's check, so timing does not tell names apart.
-                self.ctx.shared.passwords.verify(None, &password.0).await;
+                self.ctx
+                    .shared
+                    .passwords
+                    .verify(&name, None, &password.0)
+                    .await;
                 return self.login_failed(&name, "wrong user name or password");
             }
             Resolution::Unavailable(reason) => {

@@ -142,6 +142,7 @@ pub struct Metrics {
     pub limit_delay_seconds: Family<LimitLabels, Counter<f64>>,
     pub reloads: Family<ResultLabels, Counter>,
     pub login_bans: Counter,
+    pub password_verifications: Family<ResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -170,6 +171,7 @@ impl Metrics {
             limit_delay_seconds: Family::default(),
             reloads: Family::default(),
             login_bans: Counter::default(),
+            password_verifications: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -248,6 +250,12 @@ impl Metrics {
             "Client addresses banned for too many failed logins",
             metrics.login_bans.clone(),
         );
+        registry.register(
+            "password_verifications",
+            "Password checks: argon2 accepted (ok) or refused (failed), or the \
+             credential cache accepted without argon2 (cached)",
+            metrics.password_verifications.clone(),
+        );
         Metrics {
             registry,
             ..metrics
@@ -285,6 +293,11 @@ impl Metrics {
     pub fn prime(&self, config: &RuntimeConfig) {
         for result in ["ok", "failed"] {
             let _ = self.reloads.get_or_create(&ResultLabels { result });
+        }
+        for result in crate::auth::VERIFICATION_RESULTS {
+            let _ = self
+                .password_verifications
+                .get_or_create(&ResultLabels { result });
         }
         for direction in ["upload", "download", "listing"] {
             let _ = self
