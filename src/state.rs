@@ -27,6 +27,7 @@ use crate::obs::metrics::{Metrics, ResultLabels};
 use crate::obs::xferlog::XferLog;
 use crate::routing::hook::HookCache;
 use crate::tls::CertStore;
+use crate::upstream::sftp::{PoolMetrics, SshPool};
 
 /// A listener's settings and what is built from them.
 pub struct ListenerState {
@@ -105,6 +106,8 @@ pub struct Shared {
     pub login_guard: LoginGuard,
     /// Answers of the `[auth_hook]`, reused for `auth_hook.cache`.
     pub hook_cache: HookCache,
+    /// Authenticated SSH connections shared by sessions.
+    pub sftp_pool: SshPool,
     log: Option<LogControl>,
     /// Cleared the moment shutdown begins, so load balancers stop sending.
     accepting: AtomicBool,
@@ -129,6 +132,10 @@ impl Shared {
             config.security.password_cache,
             metrics.password_verifications.clone(),
         );
+        let sftp_pool = SshPool::new(PoolMetrics {
+            sessions: metrics.upstream_sessions.clone(),
+            connections: metrics.upstream_pool_connections.clone(),
+        });
         Ok(Arc::new(Shared {
             config: ArcSwap::from_pointee(config),
             listeners: ArcSwap::from_pointee(listeners),
@@ -140,6 +147,7 @@ impl Shared {
             connection_rate,
             login_guard: LoginGuard::default(),
             hook_cache: HookCache::default(),
+            sftp_pool,
             log,
             accepting: AtomicBool::new(true),
             last_reload_error: Mutex::new(None),

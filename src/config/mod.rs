@@ -81,6 +81,14 @@ pub mod defaults {
     pub const SFTP_PORT: u16 = 22;
     /// Unused pooled WebDAV connections are closed after this (hyper's default).
     pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+    /// Pooled SSH connections per SFTP upstream.
+    pub const POOL_CONNECTIONS: usize = 16;
+    /// Sessions per pooled SSH connection: below OpenSSH's default
+    /// `MaxSessions` of 10.
+    pub const POOL_CHANNELS: usize = 8;
+    /// Pooled SSH connections to SFTP upstreams are closed after this idle.
+    pub const SFTP_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const POOL_MAX_AGE: Duration = Duration::from_secs(15 * 60);
     pub const LISTING_COST: u32 = 5;
     pub const COMMAND_FLOOD_TIME: Duration = Duration::from_secs(60);
     pub const MAX_FAILED_LOGINS: u32 = 10;

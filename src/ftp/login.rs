@@ -23,7 +23,7 @@ use crate::obs::metrics::{
 };
 use crate::routing::{self, Login, Resolution};
 use crate::upstream::instrumented::{Instrumented, kind_label};
-use crate::upstream::sftp::{SftpCredentials, SftpUpstream};
+use crate::upstream::sftp::{SftpCredentials, SftpUpstream, SshPool};
 use crate::upstream::webdav::{DavCredentials, WebDavUpstream};
 use crate::upstream::{ErrorKind, SharedUpstream, UpstreamError};
 
@@ -138,7 +138,7 @@ impl Session {
         };
 
         let started = std::time::Instant::now();
-        let connected = connect_upstream(&user, &password).await;
+        let connected = connect_upstream(&self.ctx.shared.sftp_pool, &user, &password).await;
         let metrics = &self.ctx.shared.metrics;
         let upstream_label = UpstreamLabels {
             upstream: user.upstream.name.clone(),
@@ -246,6 +246,7 @@ impl Session {
 /// Opens the user's upstream session, checking the credentials there: a
 /// refusal is `AuthenticationFailed` (530), anything else a reason to close.
 async fn connect_upstream(
+    pool: &SshPool,
     user: &UserConfig,
     password: &Password,
 ) -> Result<SharedUpstream, UpstreamError> {
@@ -255,7 +256,8 @@ async fn connect_upstream(
                 auth.credentials(user.upstream_login(), &password.0, |username, password| {
                     SftpCredentials::Password { username, password }
                 });
-            let session = SftpUpstream::connect(settings, &credentials).await?;
+            let session =
+                SftpUpstream::connect(pool, &user.upstream.name, settings, &credentials).await?;
             Ok(Arc::new(session))
         }
         Backend::WebDav { settings, auth } => {

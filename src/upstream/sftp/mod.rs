@@ -8,19 +8,19 @@ mod channel;
 pub mod client;
 pub mod connect;
 mod files;
+pub mod pool;
 pub mod wire;
-
-use std::time::Duration;
 
 use async_trait::async_trait;
 use tracing::debug;
 
 pub use connect::{HostKeyCheck, SftpCredentials, SftpSettings};
 pub use files::TransferSizes;
+pub use pool::{PoolMetrics, PoolSettings, SshPool};
 
 use self::client::SftpClient;
-use self::connect::SshHandle;
 use self::files::{SftpReadStream, SftpWriteStream};
+use self::pool::Lease;
 use self::wire::{FileAttributes, S_IFDIR, S_IFLNK, S_IFREG};
 use super::error::{ErrorKind, Result, UpstreamError};
 use super::{
@@ -37,18 +37,25 @@ const MAX_REQUEST_SIZE: u32 = 255 * 1024;
 
 /// An authenticated SFTP session.
 pub struct SftpUpstream {
-    // Dropping the SSH handle ends the session, so it lives as long as the client.
-    ssh: SshHandle,
+    // The SSH connection: the session's own, or one shared through the pool
+    // (returned when this is dropped).
+    ssh: Lease,
     client: SftpClient,
     sizes: TransferSizes,
     fsync_uploads: bool,
 }
 
 impl SftpUpstream {
-    /// Connects and authenticates; errors say whether the host was
+    /// Connects and authenticates (or reuses a pooled connection for the
+    /// same upstream and credentials); errors say whether the host was
     /// unreachable, its key refused, or the credentials rejected.
-    pub async fn connect(settings: &SftpSettings, credentials: &SftpCredentials) -> Result<Self> {
-        let (ssh, channel) = connect::open_session(settings, credentials).await?;
+    pub async fn connect(
+        pool: &SshPool,
+        upstream: &str,
+        settings: &SftpSettings,
+        credentials: &SftpCredentials,
+    ) -> Result<Self> {
+        let (ssh, channel) = pool.open(upstream, settings, credentials).await?;
         let client = SftpClient::new(channel);
         let sizes = negotiate_sizes(&client, settings.requests_in_flight).await;
         debug!(?sizes, extensions = ?client.channel().version().extensions, "SFTP session ready");
@@ -329,10 +336,7 @@ impl Upstream for SftpUpstream {
 
     async fn close(&self) {
         self.client.channel().shutdown();
-        let disconnect =
-            self.ssh
-                .disconnect(russh::Disconnect::ByApplication, "session ended", "en");
-        let _ = tokio::time::timeout(Duration::from_secs(2), disconnect).await;
+        self.ssh.close().await;
     }
 }
 
