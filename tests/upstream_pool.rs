@@ -28,6 +28,13 @@ fn accepted(sshd: &Sshd) -> usize {
         .count()
 }
 
+/// `sftp-server` processes sshd started (one per channel).
+fn sftp_servers_started(sshd: &Sshd) -> usize {
+    log(sshd)
+        .matches("Starting session: subsystem 'sftp'")
+        .count()
+}
+
 /// Logs in, lists the root, and quits: the connect+login+LIST+QUIT cycle.
 async fn session(proxy: &Proxy, user: &str, password: &str) {
     let mut ftp = connect_and_login(proxy.addr, user, password).await;
@@ -55,6 +62,34 @@ async fn sessions_one_after_another_reuse_one_ssh_connection() {
     let sshd = Sshd::start();
     let proxy = Proxy::start(&alice_config(&sshd, "", "")).await;
     for _ in 0..5 {
+        session(&proxy, "alice", PASSWORD).await;
+    }
+    assert_eq!(accepted(&sshd), 1, "{}", sshd.log_tail(30));
+    // Each session left its sftp channel clean, so the next took it over
+    // instead of having sshd start another sftp-server.
+    assert_eq!(sftp_servers_started(&sshd), 1, "{}", sshd.log_tail(30));
+}
+
+#[tokio::test]
+async fn a_session_that_ends_mid_transfer_does_not_hand_its_channel_on() {
+    let sshd = Sshd::start();
+    let proxy = Proxy::start(&alice_config(&sshd, "", "")).await;
+    std::fs::write(
+        sshd.data_dir().join("alice/big.bin"),
+        common::proxy::random_bytes(8 << 20, 3),
+    )
+    .expect("write a file");
+    // A download cut off by the client closing everything.
+    let mut ftp = connect_and_login(proxy.addr, "alice", PASSWORD).await;
+    let mut stream = ftp.retr_as_stream("big.bin").await.expect("RETR");
+    let mut first = [0u8; 1024];
+    tokio::io::AsyncReadExt::read_exact(&mut stream, &mut first)
+        .await
+        .expect("some data");
+    drop(stream);
+    drop(ftp);
+    // Later sessions work, on a channel of their own or a clean one.
+    for _ in 0..3 {
         session(&proxy, "alice", PASSWORD).await;
     }
     assert_eq!(accepted(&sshd), 1, "{}", sshd.log_tail(30));

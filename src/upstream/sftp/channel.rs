@@ -163,6 +163,18 @@ impl SftpChannel {
         self.shared.lock().closed.is_some()
     }
 
+    /// Whether another session could take this channel over: open, no
+    /// request outstanding, and no other handle to it left (the reader and
+    /// writer tasks hold one each), so nothing of the old session can send
+    /// on it any more (a late CLOSE of a handle number the server reuses).
+    pub fn is_reusable(&self) -> bool {
+        const TASKS: usize = 2;
+        let waiters = self.shared.lock();
+        waiters.closed.is_none()
+            && waiters.by_id.is_empty()
+            && Arc::strong_count(&self.shared) == 1 + TASKS
+    }
+
     /// Queues a request built by `build(id)` (header, trailing payload) and
     /// returns without waiting for its reply, so callers can pipeline.
     pub async fn send(&self, build: impl FnOnce(u32) -> (Bytes, Bytes)) -> Result<PendingReply> {

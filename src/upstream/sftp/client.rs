@@ -110,6 +110,20 @@ impl SftpClient {
             .await
     }
 
+    /// Queues a request whose only argument is a path or handle, without
+    /// waiting for its reply.
+    pub async fn send_path_request(&self, packet_type: u8, path: &[u8]) -> Result<PendingReply> {
+        self.channel
+            .send(|id| {
+                let packet = PacketBuilder::new(packet_type, 8 + path.len())
+                    .u32(id)
+                    .string(path)
+                    .finish();
+                (packet, Bytes::new())
+            })
+            .await
+    }
+
     async fn extended(&self, name: &str, args: &[&[u8]]) -> Result<Response> {
         let size: usize = name.len() + args.iter().map(|a| a.len() + 4).sum::<usize>() + 8;
         self.channel

@@ -6,7 +6,13 @@
 //! pool keeps authenticated connections per upstream and credential set;
 //! each FTP session opens its own `sftp` channel on one of them (SSH
 //! multiplexes channels; OpenSSH allows `MaxSessions`, 10 by default, per
-//! connection), and closes only its channel when it ends.
+//! connection). Starting the `sftp` subsystem costs another ~80 ms on
+//! OpenSSH (measured, with OpenSSH's own client on a multiplexed connection
+//! as well): the server forks and execs `sftp-server`. So a session that ends
+//! with its channel clean (no request outstanding, nothing else holding it)
+//! leaves it open in the pool, and the next session with the same
+//! credentials takes it over. SFTP has no per-channel state besides open
+//! handles, which the session closed.
 //!
 //! **Identity.** A connection is found only under the key it was
 //! authenticated with: the upstream's name and settings and a salted SHA-256
@@ -107,6 +113,8 @@ struct Entry {
     created: Instant,
     /// When the last session left (or the connection was made).
     idle_since: Instant,
+    /// Open `sftp` channels that sessions left behind, ready for the next.
+    idle_channels: Vec<SftpChannel>,
     /// Takes no new sessions; closed when the last one leaves.
     retired: bool,
 }
@@ -114,7 +122,8 @@ struct Entry {
 impl Entry {
     fn accepts(&self, now: Instant) -> bool {
         !self.retired
-            && self.in_use < self.settings.channels_per_connection
+            && (!self.idle_channels.is_empty()
+                || self.in_use + self.idle_channels.len() < self.settings.channels_per_connection)
             && now.saturating_duration_since(self.created) < self.settings.max_age
             && self.handle.as_ref().is_none_or(|h| !h.is_closed())
     }
@@ -189,8 +198,8 @@ impl Inner {
             .set(open as i64);
     }
 
-    /// A session left connection `id`.
-    fn release(&self, key: &PoolKey, id: u64, retire: bool) {
+    /// A session left connection `id`, perhaps leaving its channel open.
+    fn release(&self, key: &PoolKey, id: u64, retire: bool, channel: Option<SftpChannel>) {
         let closing = {
             let mut state = self.lock();
             let Some(entry) = state.entry_mut(key, id) else {
@@ -198,6 +207,11 @@ impl Inner {
             };
             entry.in_use = entry.in_use.saturating_sub(1);
             entry.retired |= retire;
+            if let Some(channel) = channel
+                && !entry.retired
+            {
+                entry.idle_channels.push(channel);
+            }
             entry.idle_since = Instant::now();
             let done = entry.retired && entry.in_use == 0;
             let closing = if done { state.remove(key, id) } else { None };
@@ -234,6 +248,8 @@ struct PooledLease {
     key: PoolKey,
     id: u64,
     retire: bool,
+    /// The session's channel, left open for the next session.
+    channel: Option<SftpChannel>,
 }
 
 impl Lease {
@@ -250,6 +266,17 @@ impl Lease {
 
     pub fn is_pooled(&self) -> bool {
         self.pooled.is_some()
+    }
+
+    /// Leaves the session's `sftp` channel open for the next session, if
+    /// nothing of this session can use it any more.
+    pub fn keep_channel(&mut self, channel: &SftpChannel) {
+        if let Some(pooled) = &mut self.pooled
+            && !pooled.retire
+            && channel.is_reusable()
+        {
+            pooled.channel = Some(channel.clone());
+        }
     }
 
     /// The connection misbehaved: no further sessions go to it.
@@ -276,7 +303,7 @@ impl Drop for Lease {
         if let Some(pooled) = self.pooled.take()
             && let Some(inner) = pooled.pool.upgrade()
         {
-            inner.release(&pooled.key, pooled.id, pooled.retire);
+            inner.release(&pooled.key, pooled.id, pooled.retire, pooled.channel);
         }
     }
 }
@@ -297,6 +324,7 @@ enum Plan {
     Reuse {
         id: u64,
         handle: Arc<SshHandle>,
+        channel: Option<SftpChannel>,
         ping: bool,
     },
     Wait {
@@ -394,10 +422,13 @@ impl SshPool {
         }
         let key = self.key(upstream, settings, credentials);
         for _ in 0..ATTEMPTS {
-            let mut lease = match self.lease(&key, settings, credentials).await? {
-                Some(lease) => lease,
+            let (mut lease, idle_channel) = match self.lease(&key, settings, credentials).await? {
+                Some(found) => found,
                 None => break,
             };
+            if let Some(channel) = idle_channel {
+                return Ok((lease, channel));
+            }
             let opened = tokio::time::timeout(
                 settings.connect_timeout,
                 connect::start_sftp(&lease.handle, settings),
@@ -422,14 +453,15 @@ impl SshPool {
         Ok((Lease::unpooled(handle), channel))
     }
 
-    /// A pooled connection with a channel slot reserved, or `None` when the
-    /// pool is full and the caller should connect on its own.
+    /// A pooled connection with a channel slot reserved (and an open channel
+    /// left by an earlier session, if there is one), or `None` when the pool
+    /// is full and the caller should connect on its own.
     async fn lease(
         &self,
         key: &PoolKey,
         settings: &SftpSettings,
         credentials: &SftpCredentials,
-    ) -> Result<Option<Lease>> {
+    ) -> Result<Option<(Lease, Option<SftpChannel>)>> {
         let upstream = key.upstream.as_str();
         for _ in 0..ATTEMPTS {
             let plan = self.plan(key, settings.pool);
@@ -440,10 +472,16 @@ impl SshPool {
                     key: key.clone(),
                     id,
                     retire: false,
+                    channel: None,
                 }),
             };
             match plan {
-                Plan::Reuse { id, handle, ping } => {
+                Plan::Reuse {
+                    id,
+                    handle,
+                    channel,
+                    ping,
+                } => {
                     let mut lease = lease(id, handle);
                     if ping && !healthy(&lease.handle).await {
                         debug!(
@@ -455,14 +493,14 @@ impl SshPool {
                         continue;
                     }
                     self.inner.count(upstream, "reused");
-                    return Ok(Some(lease));
+                    return Ok(Some((lease, channel.filter(|c| !c.is_closed()))));
                 }
                 Plan::Wait { id, mut ready } => {
                     let outcome = ready.wait_for(Option::is_some).await.map(|o| o.clone());
                     match outcome {
                         Ok(Some(Ok(handle))) => {
                             self.inner.count(upstream, "reused");
-                            return Ok(Some(lease(id, handle)));
+                            return Ok(Some((lease(id, handle), None)));
                         }
                         Ok(Some(Err((kind, detail)))) => {
                             return Err(UpstreamError::new(kind).with_detail(detail));
@@ -494,7 +532,7 @@ impl SshPool {
                             self.start_reaper();
                             self.inner.count(upstream, "connected");
                             info!(upstream, "new pooled SSH connection");
-                            return Ok(Some(lease(id, handle)));
+                            return Ok(Some((lease(id, handle), None)));
                         }
                         Err(e) => {
                             drop(guard);
@@ -515,12 +553,16 @@ impl SshPool {
         let mut state = self.inner.lock();
         let mut evicted = None;
         if let Some(entries) = state.by_key.get_mut(key) {
-            // Ready connections first, the busiest that still has room, so
-            // that idle ones can expire.
+            for entry in entries.iter_mut() {
+                entry.idle_channels.retain(|c| !c.is_closed());
+            }
+            // Ready connections first: one with an open channel to take
+            // over, else the busiest that still has room, so that idle ones
+            // can expire.
             let ready = entries
                 .iter_mut()
                 .filter(|e| e.handle.is_some() && e.accepts(now))
-                .max_by_key(|e| e.in_use);
+                .max_by_key(|e| (!e.idle_channels.is_empty(), e.in_use));
             if let Some(entry) = ready {
                 entry.in_use += 1;
                 let ping = entry.in_use == 1
@@ -529,6 +571,7 @@ impl SshPool {
                     return Plan::Reuse {
                         id: entry.id,
                         handle,
+                        channel: entry.idle_channels.pop(),
                         ping,
                     };
                 }
@@ -570,6 +613,7 @@ impl SshPool {
             in_use: 1,
             created: now,
             idle_since: now,
+            idle_channels: Vec::new(),
             retired: false,
         });
         self.inner.publish(&state, &key.upstream);
