@@ -301,3 +301,16 @@ async fn a_session_that_stays_keeps_its_connection_past_the_idle_timeout() {
     );
     ftp.quit().await.expect("QUIT");
 }
+
+#[tokio::test]
+async fn a_connection_idle_past_the_ping_threshold_answers_its_check_and_is_reused() {
+    let sshd = Sshd::start();
+    let proxy = Proxy::start(&alice_config(&sshd, "", "")).await;
+    session(&proxy, "alice", PASSWORD).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    session(&proxy, "alice", PASSWORD).await;
+    // An unanswered ping would have retired the connection: a second
+    // authentication would show.
+    assert_eq!(accepted(&sshd), 1, "{}", sshd.log_tail(30));
+    assert_eq!(sftp_servers_started(&sshd), 1, "{}", sshd.log_tail(30));
+}

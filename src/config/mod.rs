@@ -77,7 +77,7 @@ pub mod defaults {
     pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
     pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
     pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
-    pub const REQUESTS_IN_FLIGHT: usize = 16;
+    pub const REQUESTS_IN_FLIGHT: usize = 8;
     pub const SFTP_PORT: u16 = 22;
     /// Unused pooled WebDAV connections are closed after this (hyper's default).
     pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
