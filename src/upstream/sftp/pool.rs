@@ -25,7 +25,8 @@
 //! its refusal) instead of each opening their own.
 //!
 //! **Health.** A connection idle for [`PING_AFTER`] is pinged before reuse;
-//! opening the channel is the final check. A connection that fails either is
+//! opening a channel, or a REALPATH on a channel left open, is the final
+//! check. A connection that fails either is
 //! retired and the login continues on another or a fresh one, so a dead
 //! pooled connection costs the user nothing but the new handshake.
 //!
@@ -50,6 +51,7 @@ use tokio::sync::watch;
 use tracing::{debug, info};
 
 use super::channel::SftpChannel;
+use super::client::SftpClient;
 use super::connect::{self, SftpCredentials, SftpSettings, SshHandle};
 use crate::obs::metrics::{UpstreamLabels, UpstreamResultLabels};
 use crate::upstream::error::{ErrorKind, Result, UpstreamError};
@@ -427,7 +429,20 @@ impl SshPool {
                 None => break,
             };
             if let Some(channel) = idle_channel {
-                return Ok((lease, channel));
+                // One cheap request every server answers proves that the
+                // channel (and the connection under it) still works.
+                let client = SftpClient::new(channel.clone());
+                let check = tokio::time::timeout(settings.connect_timeout, client.realpath(b"."));
+                if let Ok(Ok(_)) = check.await {
+                    return Ok((lease, channel));
+                }
+                debug!(
+                    upstream,
+                    "pooled sftp channel failed its check; retiring the connection"
+                );
+                self.inner.count(upstream, "replaced");
+                lease.retire();
+                continue;
             }
             let opened = tokio::time::timeout(
                 settings.connect_timeout,
