@@ -298,11 +298,10 @@ auth = "key"
 username = "$user"
 key = "$work/client_key"
 root = "$data"
-# The bench's sshd allows MaxSessions $((IDLE_SESSIONS + 100)), so one pooled
-# SSH connection may carry many sessions (OpenSSH's default is 10: keep
-# pool_channels below the server's MaxSessions).
-pool_connections = 32
-pool_channels = 64
+# Enough pooled connections for the idle-session test, at the default
+# pool_channels (8, below OpenSSH's default MaxSessions of 10).
+pool_connections = $(( (IDLE_SESSIONS + 7) / 8 + 8 ))
+pool_channels = ${POOL_CHANNELS:-8}
 
 [[users]]
 name = "bench"
