@@ -254,8 +254,8 @@ async fn a_hung_pooled_connection_fails_its_health_check_and_is_replaced() {
     let proxy = Proxy::start(&alice_config(&sshd, "", "")).await;
     session(&proxy, "alice", PASSWORD).await;
     // Stopped, not killed: the TCP connection stays up but nothing answers.
-    let children = connection_processes(&sshd);
-    for pid in &children {
+    let stopped = Stopped(connection_processes(&sshd));
+    for pid in &stopped.0 {
         let _ = std::process::Command::new("kill")
             .args(["-STOP", &pid.to_string()])
             .status();
@@ -264,10 +264,18 @@ async fn a_hung_pooled_connection_fails_its_health_check_and_is_replaced() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     session(&proxy, "alice", PASSWORD).await;
     assert_eq!(accepted(&sshd), 2, "{}", sshd.log_tail(30));
-    for pid in &children {
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status();
+}
+
+/// Processes the test stopped; killed when the test ends, pass or fail.
+struct Stopped(Vec<u32>);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
     }
 }
 
