@@ -322,3 +322,23 @@ async fn a_connection_idle_past_the_ping_threshold_answers_its_check_and_is_reus
     assert_eq!(accepted(&sshd), 1, "{}", sshd.log_tail(30));
     assert_eq!(sftp_servers_started(&sshd), 1, "{}", sshd.log_tail(30));
 }
+
+#[tokio::test]
+async fn after_complete_transfers_the_channel_is_handed_on() {
+    let sshd = Sshd::start();
+    let proxy = Proxy::start(&alice_config(&sshd, "", "")).await;
+    let mut ftp = connect_and_login(proxy.addr, "alice", PASSWORD).await;
+    upload(&mut ftp, "t.bin").await;
+    let mut stream = ftp.retr_as_stream("t.bin").await.expect("RETR");
+    let mut back = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut back)
+        .await
+        .expect("data");
+    stream.finish().await.expect("226");
+    assert_eq!(back, b"who am I");
+    ftp.quit().await.expect("QUIT");
+    session(&proxy, "alice", PASSWORD).await;
+    // Every handle of the first session was closed, so its channel served
+    // the second.
+    assert_eq!(sftp_servers_started(&sshd), 1, "{}", sshd.log_tail(30));
+}
