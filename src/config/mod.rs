@@ -83,16 +83,25 @@ pub mod defaults {
     pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
     pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
     pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
-    pub const REQUESTS_IN_FLIGHT: usize = 16;
+    pub const REQUESTS_IN_FLIGHT: usize = 8;
     pub const SFTP_PORT: u16 = 22;
     /// Unused pooled WebDAV connections are closed after this (hyper's default).
     pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+    /// Pooled SSH connections per SFTP upstream.
+    pub const POOL_CONNECTIONS: usize = 16;
+    /// Sessions per pooled SSH connection: below OpenSSH's default
+    /// `MaxSessions` of 10.
+    pub const POOL_CHANNELS: usize = 8;
+    /// Pooled SSH connections to SFTP upstreams are closed after this idle.
+    pub const SFTP_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const POOL_MAX_AGE: Duration = Duration::from_secs(15 * 60);
     pub const LISTING_COST: u32 = 5;
     pub const COMMAND_FLOOD_TIME: Duration = Duration::from_secs(60);
     pub const MAX_FAILED_LOGINS: u32 = 10;
     pub const MAX_FAILED_LOGINS_PER_USER: u32 = 50;
     pub const FAILED_LOGIN_WINDOW: Duration = Duration::from_secs(15 * 60);
     pub const BAN_TIME: Duration = Duration::from_secs(15 * 60);
+    pub const PASSWORD_CACHE: Duration = Duration::from_secs(5 * 60);
 }
 
 #[derive(Debug, Clone)]
@@ -252,6 +261,9 @@ pub struct SecuritySettings {
     pub ban_time: Duration,
     /// New connections per client IP; `None`: not limited.
     pub connection_rate: Option<EventRate>,
+    /// How long credentials argon2 accepted are recognised without another
+    /// verification (`auth::cache`); `None`: always verify.
+    pub password_cache: Option<Duration>,
 }
 
 /// `[admin]`: where /metrics, /healthz and /readyz are served.

@@ -103,6 +103,7 @@ pub struct RawSecurity {
     pub ban_time: Option<String>,
     pub connections_per_ip_per_second: Option<u32>,
     pub connection_burst: Option<u32>,
+    pub password_cache: Option<String>,
 }
 
 /// `[admin]`: the HTTP listener for /metrics, /healthz and /readyz.
@@ -219,6 +220,12 @@ pub struct RawUpstream {
     pub request_timeout: Option<String>,
     pub keepalive_interval: Option<String>,
     pub pool_idle_timeout: Option<String>,
+    /// SFTP: pooled SSH connections per upstream (0: no pool).
+    pub pool_connections: Option<usize>,
+    /// SFTP: FTP sessions sharing one pooled SSH connection.
+    pub pool_channels: Option<usize>,
+    /// SFTP: a pooled connection this old takes no new sessions.
+    pub pool_max_age: Option<String>,
     pub requests_in_flight: Option<usize>,
     pub atomic_uploads: Option<bool>,
     pub fsync_uploads: Option<bool>,

@@ -152,6 +152,11 @@ pub(super) fn security(raw: &RawSecurity) -> Result<SecuritySettings> {
             ),
             ("security.connection_burst".into(), raw.connection_burst),
         )?,
+        password_cache: match raw.password_cache.as_deref() {
+            None => Some(defaults::PASSWORD_CACHE),
+            Some(text) => human::parse_optional_duration(text)
+                .map_err(|m| ConfigError::new("security.password_cache", m))?,
+        },
     })
 }
 

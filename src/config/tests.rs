@@ -357,6 +357,44 @@ fn active_source_port_zero_is_refused() {
     assert_eq!(error_for(&text).key, "listeners[0].active_source_port");
 }
 
+#[test]
+fn sftp_upstream_pools_have_defaults_and_checked_bounds() {
+    let config = load(&base()).unwrap();
+    let pool = sftp(&config.upstreams["files"]).pool;
+    assert_eq!(pool.max_connections, defaults::POOL_CONNECTIONS);
+    assert_eq!(pool.channels_per_connection, defaults::POOL_CHANNELS);
+    assert_eq!(pool.idle_timeout, defaults::SFTP_POOL_IDLE_TIMEOUT);
+    assert_eq!(pool.max_age, defaults::POOL_MAX_AGE);
+    let with = |extra: &str| replaced("password = \"pw\"", &format!("password = \"pw\"\n{extra}"));
+    let off = load(&with("pool_connections = 0")).unwrap();
+    assert!(!sftp(&off.upstreams["files"]).pool.enabled());
+    let tuned = load(&with(
+        "pool_channels = 4\npool_idle_timeout = \"5s\"\npool_max_age = \"1h\"",
+    ))
+    .unwrap();
+    let pool = sftp(&tuned.upstreams["files"]).pool;
+    assert_eq!(pool.channels_per_connection, 4);
+    assert_eq!(pool.idle_timeout, Duration::from_secs(5));
+    assert_eq!(pool.max_age, Duration::from_secs(3600));
+    for (extra, key) in [
+        ("pool_channels = 0", "upstreams[0].pool_channels"),
+        ("pool_connections = 100000", "upstreams[0].pool_connections"),
+        ("pool_max_age = \"soon\"", "upstreams[0].pool_max_age"),
+        (
+            "pool_idle_timeout = \"0s\"",
+            "upstreams[0].pool_idle_timeout",
+        ),
+    ] {
+        assert_eq!(error_for(&with(extra)).key, key, "{extra}");
+    }
+}
+
+#[test]
+fn sftp_pool_keys_are_refused_on_webdav_upstreams() {
+    let err = error_for(&webdav(&format!("{BASIC}\npool_channels = 4")));
+    assert_eq!(err.key, "upstreams[0].pool_channels");
+}
+
 // ---- WebDAV upstreams ----
 
 /// A config whose only upstream is WebDAV; `auth` lines replace the default.
@@ -712,6 +750,10 @@ fn users_without_a_tenant_share_the_unlimited_default_tenant() {
         defaults::MAX_FAILED_LOGINS
     );
     assert_eq!(config.security.connection_rate, None);
+    assert_eq!(
+        config.security.password_cache,
+        Some(defaults::PASSWORD_CACHE)
+    );
 }
 
 #[test]
@@ -783,6 +825,13 @@ fn security_settings_are_validated() {
     assert_eq!(error.key, "security.ban_time");
     let error = error_for(&format!("[security]\nconnection_burst = 3\n{}", base()));
     assert_eq!(error.key, "security.connection_burst");
+    let off = load(&format!("[security]\npassword_cache = \"off\"\n{}", base())).unwrap();
+    assert_eq!(off.security.password_cache, None);
+    let error = error_for(&format!(
+        "[security]\npassword_cache = \"a while\"\n{}",
+        base()
+    ));
+    assert_eq!(error.key, "security.password_cache");
     let error = error_for(&format!("[server]\nmax_sessions_per_ip = 0\n{}", base()));
     assert_eq!(error.key, "server.max_sessions_per_ip");
 }

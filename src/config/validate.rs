@@ -22,7 +22,7 @@ use super::{
 use crate::net::Cidr;
 use crate::secret::Secret;
 use crate::upstream::RemotePath;
-use crate::upstream::sftp::{HostKeyCheck, SftpCredentials, SftpSettings};
+use crate::upstream::sftp::{HostKeyCheck, PoolSettings, SftpCredentials, SftpSettings};
 use crate::upstream::webdav::tls::{self, TlsFiles};
 use crate::upstream::webdav::{DavClient, DavCredentials, Timeouts, UrlTemplate, WebDavSettings};
 
@@ -694,7 +694,6 @@ fn sftp_upstream(i: usize, raw: &RawUpstream) -> Result<UpstreamConfig> {
             ("ca_file", raw.ca_file.is_some()),
             ("client_cert", raw.client_cert.is_some()),
             ("client_key", raw.client_key.is_some()),
-            ("pool_idle_timeout", raw.pool_idle_timeout.is_some()),
         ],
     )?;
     let address = raw.address.as_deref().ok_or_else(|| {
@@ -733,6 +732,7 @@ fn sftp_upstream(i: usize, raw: &RawUpstream) -> Result<UpstreamConfig> {
         )?,
         requests_in_flight,
         fsync_uploads: raw.fsync_uploads.unwrap_or(false),
+        pool: sftp_pool(i, raw)?,
     };
     Ok(UpstreamConfig {
         name: raw.name.clone(),
@@ -742,6 +742,38 @@ fn sftp_upstream(i: usize, raw: &RawUpstream) -> Result<UpstreamConfig> {
         },
         root: remote_root(key("root"), raw.root.as_deref())?,
         atomic_uploads: raw.atomic_uploads.unwrap_or(true),
+    })
+}
+
+fn sftp_pool(i: usize, raw: &RawUpstream) -> Result<PoolSettings> {
+    let key = |field: &str| format!("upstreams[{i}].{field}");
+    let max_connections = raw.pool_connections.unwrap_or(defaults::POOL_CONNECTIONS);
+    if max_connections > 10_000 {
+        return Err(ConfigError::new(
+            key("pool_connections"),
+            "must be between 0 (no pool) and 10000",
+        ));
+    }
+    let channels_per_connection = raw.pool_channels.unwrap_or(defaults::POOL_CHANNELS);
+    if !(1..=1024).contains(&channels_per_connection) {
+        return Err(ConfigError::new(
+            key("pool_channels"),
+            "must be between 1 and 1024 (and at most the server's MaxSessions)",
+        ));
+    }
+    Ok(PoolSettings {
+        max_connections,
+        channels_per_connection,
+        idle_timeout: duration(
+            key("pool_idle_timeout"),
+            raw.pool_idle_timeout.as_ref(),
+            defaults::SFTP_POOL_IDLE_TIMEOUT,
+        )?,
+        max_age: duration(
+            key("pool_max_age"),
+            raw.pool_max_age.as_ref(),
+            defaults::POOL_MAX_AGE,
+        )?,
     })
 }
 
@@ -759,6 +791,9 @@ fn webdav_upstream(i: usize, raw: &RawUpstream) -> Result<UpstreamConfig> {
             ("keepalive_interval", raw.keepalive_interval.is_some()),
             ("requests_in_flight", raw.requests_in_flight.is_some()),
             ("fsync_uploads", raw.fsync_uploads.is_some()),
+            ("pool_connections", raw.pool_connections.is_some()),
+            ("pool_channels", raw.pool_channels.is_some()),
+            ("pool_max_age", raw.pool_max_age.is_some()),
         ],
     )?;
     let text = raw.url.as_deref().ok_or_else(|| {

@@ -20,7 +20,7 @@ use super::dataconn::{
     ActiveTarget, BounceRefusal, DataConnectionError, DataSetup, check_active_target,
 };
 use super::files::ListingShape;
-use super::listing;
+use super::listing_stream::ListingBody;
 use super::passive::{DataTls, Delivered, OpenError, SlotRequest, TlsOffer};
 use super::passive_address::{self, AddressError};
 use super::refusals::RefusalCounters;
@@ -129,7 +129,8 @@ const UNIQUE_NAME_ATTEMPTS: usize = 5;
 
 /// What a transfer task moves.
 enum Work {
-    Listing(Bytes),
+    /// Lines formatted as the upstream's batches arrive.
+    Listing(Box<dyn ReadStream>),
     Download(Box<dyn ReadStream>),
     Upload(Upload),
 }
@@ -311,7 +312,7 @@ impl Session {
 
     pub(super) async fn list(&mut self, arg: Option<Bytes>, kind: ListingKind) -> Outcome {
         let listing = match self
-            .entries_of(arg.as_deref().unwrap_or(b"."), Phase::Opening)
+            .entries_of(arg.as_deref().unwrap_or(b"."), Phase::Opening, true)
             .await
         {
             Ok(listing) => listing,
@@ -319,40 +320,17 @@ impl Session {
         };
         if kind == ListingKind::Machine && listing.shape != ListingShape::Directory {
             // RFC 3659 §7.1: MLSD of something that is not a directory is 501.
+            if let Some(stream) = listing.stream {
+                stream.close().await;
+            }
             return Reply::new(501, "MLSD needs a directory; use MLST for a file.").into();
         }
-        let now = chrono::Utc::now().timestamp();
-        let mut body = Vec::with_capacity(listing.entries.len() * 80);
-        for entry in &listing.entries {
-            match kind {
-                ListingKind::List => {
-                    body.extend_from_slice(&listing::list_line(&entry.name, &entry.metadata, now))
-                }
-                ListingKind::Names => {
-                    let mut name = listing.client_prefix.clone();
-                    if listing.shape != ListingShape::File {
-                        name.extend_from_slice(&entry.name);
-                    } else {
-                        name.extend_from_slice(listing.path.file_name().unwrap_or_default());
-                    }
-                    body.extend_from_slice(&listing::name_line(&name))
-                }
-                ListingKind::Machine => {
-                    let unique = listing::unique_id(listing.directory.join(&entry.name).as_bytes());
-                    body.extend_from_slice(&listing::mlsx_facts(
-                        &entry.name,
-                        &entry.metadata,
-                        unique,
-                        self.mlst_facts,
-                    ));
-                    body.extend_from_slice(b"\r\n");
-                }
-            }
-        }
+        let path = listing.path.clone();
+        let body = ListingBody::new(listing, kind, self.mlst_facts);
         self.start(
-            Work::Listing(Bytes::from(body)),
+            Work::Listing(Box::new(body)),
             Reply::new(150, "Here comes the directory listing."),
-            &listing.path,
+            &path,
         )
         .await
     }
@@ -771,10 +749,13 @@ async fn run_transfer(plan: TransferPlan) -> TransferOutcome {
     };
 
     let (direction, result) = match work {
-        Work::Listing(bytes) => (
-            "listing",
-            transfer::send_bytes(&mut data, bytes, &control, &mut throttle).await,
-        ),
+        Work::Listing(mut body) => {
+            // Listing lines are CRLF already: no ASCII conversion.
+            let result =
+                transfer::download(&mut data, body.as_mut(), false, &control, &mut throttle).await;
+            body.close().await;
+            ("listing", result)
+        }
         Work::Download(mut stream) => {
             let result =
                 transfer::download(&mut data, stream.as_mut(), ascii, &control, &mut throttle)

@@ -12,7 +12,7 @@ use super::reply::{Reply, quote_path};
 use super::reply_map::Phase;
 use super::session::{Outcome, Session};
 use crate::upstream::{
-    DirEntry, ErrorKind, FileKind, Metadata, RemotePath, SetAttributes, SharedUpstream,
+    DirEntry, ErrorKind, FileKind, ListStream, Metadata, RemotePath, SetAttributes, SharedUpstream,
 };
 
 /// "YYYYMMDDHHMMSS path" → (time, path).
@@ -38,6 +38,9 @@ pub(super) struct Listing {
     /// The upstream directory the entries are in.
     pub directory: RemotePath,
     pub entries: Vec<DirEntry>,
+    /// A directory's entries still to come from the upstream (instead of
+    /// `entries`), when the caller asked for a streamed listing.
+    pub stream: Option<Box<dyn ListStream>>,
     pub shape: ListingShape,
     /// What NLST puts before each name so that the result works as a path for
     /// RETR (RFC 959 §4.1.3, "multiple get"): the directory part of the
@@ -293,11 +296,18 @@ impl Session {
         Reply::multiline(250, first, [line], "End.").into()
     }
 
-    /// What a listing of `arg` shows: a directory's entries sorted by name,
+    /// What a listing of `arg` shows: a directory's entries (sorted by name,
+    /// or with `streamed` in the server's order as they arrive, the
+    /// directory already open so that opening errors come before any 150),
     /// the single entry of a file (as `ls -l file` does), or, when nothing
     /// has that name and its last component is a pattern, the matching
     /// entries of its directory (`NLST *.txt`).
-    pub(super) async fn entries_of(&self, arg: &[u8], phase: Phase) -> Result<Listing, Outcome> {
+    pub(super) async fn entries_of(
+        &self,
+        arg: &[u8],
+        phase: Phase,
+        streamed: bool,
+    ) -> Result<Listing, Outcome> {
         let (path, remote, upstream) = self.target(arg).map_err(Outcome::Reply)?;
         let meta = match upstream.stat(&remote).await {
             Ok(meta) => meta,
@@ -318,17 +328,27 @@ impl Session {
             let directory = path.parent().to_remote(self.root());
             return Ok(Listing {
                 entries: vec![entry],
+                stream: None,
                 directory,
                 shape: ListingShape::File,
                 client_prefix: client_directory(arg).to_vec(),
                 path,
             });
         }
-        let mut entries = upstream
-            .list(&remote)
-            .await
-            .map_err(|e| self.upstream_failure(&e, phase))?;
-        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        let (entries, stream) = if streamed {
+            let stream = upstream
+                .list_stream(&remote)
+                .await
+                .map_err(|e| self.upstream_failure(&e, phase))?;
+            (Vec::new(), Some(stream))
+        } else {
+            let mut entries = upstream
+                .list(&remote)
+                .await
+                .map_err(|e| self.upstream_failure(&e, phase))?;
+            entries.sort_by(|a, b| a.name.cmp(&b.name));
+            (entries, None)
+        };
         let mut client_prefix = arg.strip_suffix(b"/").unwrap_or(arg).to_vec();
         if !client_prefix.is_empty() && client_prefix != b"." {
             client_prefix.push(b'/');
@@ -337,6 +357,7 @@ impl Session {
         }
         Ok(Listing {
             entries,
+            stream,
             directory: remote,
             shape: ListingShape::Directory,
             client_prefix,
@@ -364,6 +385,7 @@ impl Session {
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Listing {
             entries,
+            stream: None,
             directory,
             shape: ListingShape::Pattern,
             client_prefix: client_directory(arg).to_vec(),
@@ -380,7 +402,7 @@ impl Session {
 
     /// STAT path (RFC 959 §4.1.3): a LIST over the control channel.
     pub(super) async fn stat_path(&mut self, arg: &[u8]) -> Outcome {
-        let listing = match self.entries_of(arg, Phase::FileAction).await {
+        let listing = match self.entries_of(arg, Phase::FileAction, false).await {
             Ok(listing) => listing,
             Err(outcome) => return outcome,
         };

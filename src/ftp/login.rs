@@ -23,7 +23,7 @@ use crate::obs::metrics::{
 };
 use crate::routing::{self, Login, Resolution};
 use crate::upstream::instrumented::{Instrumented, kind_label};
-use crate::upstream::sftp::{SftpCredentials, SftpUpstream};
+use crate::upstream::sftp::{SftpCredentials, SftpUpstream, SshPool};
 use crate::upstream::webdav::{DavCredentials, WebDavUpstream};
 use crate::upstream::{ErrorKind, SharedUpstream, UpstreamError};
 
@@ -78,7 +78,7 @@ impl Session {
                         self.ctx
                             .shared
                             .passwords
-                            .verify(Some(hash), &password.0)
+                            .verify(&name, Some(hash), &password.0)
                             .await
                     }
                     None => true,
@@ -92,7 +92,11 @@ impl Session {
             Resolution::Refused(reason) => return self.login_failed(&name, &reason),
             Resolution::Unknown => {
                 // As slow as a known user's check, so timing does not tell names apart.
-                self.ctx.shared.passwords.verify(None, &password.0).await;
+                self.ctx
+                    .shared
+                    .passwords
+                    .verify(&name, None, &password.0)
+                    .await;
                 return self.login_failed(&name, "wrong user name or password");
             }
             Resolution::Unavailable(reason) => {
@@ -134,7 +138,7 @@ impl Session {
         };
 
         let started = std::time::Instant::now();
-        let connected = connect_upstream(&user, &password).await;
+        let connected = connect_upstream(&self.ctx.shared.sftp_pool, &user, &password).await;
         let metrics = &self.ctx.shared.metrics;
         let upstream_label = UpstreamLabels {
             upstream: user.upstream.name.clone(),
@@ -242,6 +246,7 @@ impl Session {
 /// Opens the user's upstream session, checking the credentials there: a
 /// refusal is `AuthenticationFailed` (530), anything else a reason to close.
 async fn connect_upstream(
+    pool: &SshPool,
     user: &UserConfig,
     password: &Password,
 ) -> Result<SharedUpstream, UpstreamError> {
@@ -251,7 +256,8 @@ async fn connect_upstream(
                 auth.credentials(user.upstream_login(), &password.0, |username, password| {
                     SftpCredentials::Password { username, password }
                 });
-            let session = SftpUpstream::connect(settings, &credentials).await?;
+            let session =
+                SftpUpstream::connect(pool, &user.upstream.name, settings, &credentials).await?;
             Ok(Arc::new(session))
         }
         Backend::WebDav { settings, auth } => {

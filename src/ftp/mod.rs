@@ -20,6 +20,7 @@ pub mod dataconn;
 mod files;
 pub mod glob;
 pub mod listing;
+mod listing_stream;
 mod login;
 pub mod parse;
 #[cfg(test)]

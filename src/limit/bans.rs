@@ -155,6 +155,7 @@ mod tests {
             failed_login_window: Duration::from_secs(60),
             ban_time: Duration::from_secs(300),
             connection_rate: None,
+            password_cache: None,
         }
     }
 

@@ -80,6 +80,12 @@ pub struct UpstreamOperationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamResultLabels {
+    pub upstream: String,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamErrorLabels {
     pub upstream: String,
     pub kind: &'static str,
@@ -143,6 +149,9 @@ pub struct Metrics {
     pub limit_delay_seconds: Family<LimitLabels, Counter<f64>>,
     pub reloads: Family<ResultLabels, Counter>,
     pub login_bans: Counter,
+    pub password_verifications: Family<ResultLabels, Counter>,
+    pub upstream_sessions: Family<UpstreamResultLabels, Counter>,
+    pub upstream_pool_connections: Family<UpstreamLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -172,6 +181,9 @@ impl Metrics {
             limit_delay_seconds: Family::default(),
             reloads: Family::default(),
             login_bans: Counter::default(),
+            password_verifications: Family::default(),
+            upstream_sessions: Family::default(),
+            upstream_pool_connections: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -255,6 +267,24 @@ impl Metrics {
             "Client addresses banned for too many failed logins",
             metrics.login_bans.clone(),
         );
+        registry.register(
+            "password_verifications",
+            "Password checks: argon2 accepted (ok) or refused (failed), or the \
+             credential cache accepted without argon2 (cached)",
+            metrics.password_verifications.clone(),
+        );
+        registry.register(
+            "upstream_sessions",
+            "SFTP upstream sessions by how their SSH connection was obtained: reused \
+             from the pool, connected (new pooled connection), unpooled (pool full or \
+             off), or replaced (a pooled connection failed its check)",
+            metrics.upstream_sessions.clone(),
+        );
+        registry.register(
+            "upstream_pool_connections",
+            "Pooled SSH connections open to an SFTP upstream",
+            metrics.upstream_pool_connections.clone(),
+        );
         Metrics {
             registry,
             ..metrics
@@ -292,6 +322,11 @@ impl Metrics {
     pub fn prime(&self, config: &RuntimeConfig) {
         for result in ["ok", "failed"] {
             let _ = self.reloads.get_or_create(&ResultLabels { result });
+        }
+        for result in crate::auth::VERIFICATION_RESULTS {
+            let _ = self
+                .password_verifications
+                .get_or_create(&ResultLabels { result });
         }
         for direction in ["upload", "download", "listing"] {
             let _ = self
@@ -348,6 +383,17 @@ impl Metrics {
             }
         }
         for upstream in config.upstreams.keys() {
+            for result in crate::upstream::sftp::pool::SESSION_RESULTS {
+                let _ = self.upstream_sessions.get_or_create(&UpstreamResultLabels {
+                    upstream: upstream.clone(),
+                    result,
+                });
+            }
+            let _ = self
+                .upstream_pool_connections
+                .get_or_create(&UpstreamLabels {
+                    upstream: upstream.clone(),
+                });
             let _ = self
                 .upstream_connect_seconds
                 .get_or_create(&UpstreamLabels {

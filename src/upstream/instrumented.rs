@@ -7,8 +7,8 @@ use std::time::Instant;
 use async_trait::async_trait;
 
 use super::{
-    Capabilities, DirEntry, ErrorKind, Metadata, ReadStream, RemotePath, Result, SetAttributes,
-    SharedUpstream, Upstream, WriteMode, WriteStream,
+    Capabilities, DirEntry, ErrorKind, ListStream, Metadata, ReadStream, RemotePath, Result,
+    SetAttributes, SharedUpstream, Upstream, WriteMode, WriteStream,
 };
 use crate::obs::metrics::{Metrics, UpstreamErrorLabels, UpstreamOperationLabels};
 
@@ -90,6 +90,11 @@ impl Upstream for Instrumented {
 
     async fn list(&self, path: &RemotePath) -> Result<Vec<DirEntry>> {
         timed!(self, "list", self.inner.list(path))
+    }
+
+    async fn list_stream(&self, path: &RemotePath) -> Result<Box<dyn ListStream>> {
+        // Timed up to the opened directory; the batches follow the client's pace.
+        timed!(self, "list", self.inner.list_stream(path))
     }
 
     async fn open_read(&self, path: &RemotePath, offset: u64) -> Result<Box<dyn ReadStream>> {

@@ -157,6 +157,28 @@ pub trait WriteStream: Send {
     async fn abort(self: Box<Self>);
 }
 
+/// A directory listing in progress: entries in the batches the server
+/// sends them in, so a listing can be passed on before it is complete.
+#[async_trait]
+pub trait ListStream: Send {
+    /// The next entries (never an empty batch), or `None` at the end.
+    async fn next_batch(&mut self) -> Result<Option<Vec<DirEntry>>>;
+    /// Releases the upstream handle.
+    async fn close(self: Box<Self>);
+}
+
+/// A listing that arrived whole (backends without incremental listings).
+struct WholeListing(Option<Vec<DirEntry>>);
+
+#[async_trait]
+impl ListStream for WholeListing {
+    async fn next_batch(&mut self) -> Result<Option<Vec<DirEntry>>> {
+        Ok(self.0.take().filter(|entries| !entries.is_empty()))
+    }
+
+    async fn close(self: Box<Self>) {}
+}
+
 /// One authenticated session with a storage backend.
 #[async_trait]
 pub trait Upstream: Send + Sync {
@@ -165,6 +187,11 @@ pub trait Upstream: Send + Sync {
     async fn stat(&self, path: &RemotePath) -> Result<Metadata>;
     /// Entries of a directory, without `.` and `..`.
     async fn list(&self, path: &RemotePath) -> Result<Vec<DirEntry>>;
+    /// Entries of a directory as they arrive; errors opening the directory
+    /// come from this call, errors reading it from the stream.
+    async fn list_stream(&self, path: &RemotePath) -> Result<Box<dyn ListStream>> {
+        Ok(Box::new(WholeListing(Some(self.list(path).await?))))
+    }
     async fn open_read(&self, path: &RemotePath, offset: u64) -> Result<Box<dyn ReadStream>>;
     async fn open_write(&self, path: &RemotePath, mode: WriteMode) -> Result<Box<dyn WriteStream>>;
     async fn create_dir(&self, path: &RemotePath) -> Result<()>;

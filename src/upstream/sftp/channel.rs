@@ -11,7 +11,7 @@
 //! waiter registered under its id.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -47,6 +47,11 @@ struct Waiters {
 struct Shared {
     waiters: Mutex<Waiters>,
     next_id: AtomicU32,
+    /// Handles that may be open on the server: counted when OPEN/OPENDIR is
+    /// sent, uncounted on an error reply or a successful CLOSE. A request
+    /// abandoned midway stays counted, so the channel is never handed to
+    /// another session with a handle it cannot know about.
+    open_handles: AtomicUsize,
 }
 
 impl Shared {
@@ -161,6 +166,32 @@ impl SftpChannel {
 
     pub fn is_closed(&self) -> bool {
         self.shared.lock().closed.is_some()
+    }
+
+    /// Whether another session could take this channel over: open, no
+    /// request outstanding, no file handle open, and no other handle to it left (the reader and
+    /// writer tasks hold one each), so nothing of the old session can send
+    /// on it any more (a late CLOSE of a handle number the server reuses).
+    pub fn is_reusable(&self) -> bool {
+        const TASKS: usize = 2;
+        let waiters = self.shared.lock();
+        waiters.closed.is_none()
+            && waiters.by_id.is_empty()
+            && self.shared.open_handles.load(Ordering::Acquire) == 0
+            && Arc::strong_count(&self.shared) == 1 + TASKS
+    }
+
+    /// An OPEN or OPENDIR is about to be sent.
+    pub fn handle_opening(&self) {
+        self.shared.open_handles.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A handle was closed, or an open was refused.
+    pub fn handle_gone(&self) {
+        let _ = self
+            .shared
+            .open_handles
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
     }
 
     /// Queues a request built by `build(id)` (header, trailing payload) and

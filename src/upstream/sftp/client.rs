@@ -110,6 +110,20 @@ impl SftpClient {
             .await
     }
 
+    /// Queues a request whose only argument is a path or handle, without
+    /// waiting for its reply.
+    pub async fn send_path_request(&self, packet_type: u8, path: &[u8]) -> Result<PendingReply> {
+        self.channel
+            .send(|id| {
+                let packet = PacketBuilder::new(packet_type, 8 + path.len())
+                    .u32(id)
+                    .string(path)
+                    .finish();
+                (packet, Bytes::new())
+            })
+            .await
+    }
+
     async fn extended(&self, name: &str, args: &[&[u8]]) -> Result<Response> {
         let size: usize = name.len() + args.iter().map(|a| a.len() + 4).sum::<usize>() + 8;
         self.channel
@@ -126,6 +140,7 @@ impl SftpClient {
     }
 
     pub async fn open(&self, path: &[u8], pflags: u32, attrs: &FileAttributes) -> Result<Bytes> {
+        self.channel.handle_opening();
         let response = self
             .channel
             .request(|id| {
@@ -137,11 +152,23 @@ impl SftpClient {
                     .finish()
             })
             .await?;
-        expect_handle(response)
+        self.opened(response)
+    }
+
+    /// Uncounts a refused open (a lost reply leaves it counted: see
+    /// `SftpChannel::handle_opening`).
+    fn opened(&self, response: Response) -> Result<Bytes> {
+        let handle = expect_handle(response);
+        if handle.is_err() {
+            self.channel.handle_gone();
+        }
+        handle
     }
 
     pub async fn close(&self, handle: &[u8]) -> Result<()> {
-        expect_ok(self.path_request(wire::SSH_FXP_CLOSE, handle).await?)
+        expect_ok(self.path_request(wire::SSH_FXP_CLOSE, handle).await?)?;
+        self.channel.handle_gone();
+        Ok(())
     }
 
     pub async fn stat(&self, path: &[u8]) -> Result<FileAttributes> {
@@ -186,7 +213,9 @@ impl SftpClient {
     }
 
     pub async fn opendir(&self, path: &[u8]) -> Result<Bytes> {
-        expect_handle(self.path_request(wire::SSH_FXP_OPENDIR, path).await?)
+        self.channel.handle_opening();
+        let response = self.path_request(wire::SSH_FXP_OPENDIR, path).await?;
+        self.opened(response)
     }
 
     /// One batch of directory entries, or `None` once the listing is complete.

@@ -11,6 +11,7 @@ use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCertifi
 use tracing::{debug, warn};
 
 use super::channel::SftpChannel;
+use super::pool::PoolSettings;
 use crate::secret::Secret;
 use crate::upstream::error::{ErrorKind, Result, UpstreamError};
 
@@ -38,6 +39,8 @@ pub struct SftpSettings {
     pub keepalive_interval: Duration,
     /// Ask the server to fsync uploads before confirming them.
     pub fsync_uploads: bool,
+    /// Reuse of authenticated connections between FTP sessions.
+    pub pool: PoolSettings,
 }
 
 /// The identity presented to the SFTP server.
@@ -209,11 +212,11 @@ fn ssh_config(settings: &SftpSettings) -> client::Config {
     }
 }
 
-/// Connects, verifies the host key, authenticates and starts `sftp`.
-pub async fn open_session(
+/// Connects, verifies the host key and authenticates.
+pub async fn connect_ssh(
     settings: &SftpSettings,
     credentials: &SftpCredentials,
-) -> Result<(SshHandle, SftpChannel)> {
+) -> Result<SshHandle> {
     let address = format!("{}:{}", settings.host, settings.port);
     let tcp = tokio::time::timeout(
         settings.connect_timeout,
@@ -274,8 +277,7 @@ pub async fn open_session(
         );
     }
 
-    let channel = start_sftp(&handle, settings).await?;
-    Ok((handle, channel))
+    Ok(handle)
 }
 
 async fn authenticate(handle: &mut SshHandle, credentials: &SftpCredentials) -> Result<bool> {
@@ -356,7 +358,8 @@ async fn keyboard_interactive(
     Ok(false)
 }
 
-async fn start_sftp(handle: &SshHandle, settings: &SftpSettings) -> Result<SftpChannel> {
+/// Opens a channel running the `sftp` subsystem on an authenticated connection.
+pub async fn start_sftp(handle: &SshHandle, settings: &SftpSettings) -> Result<SftpChannel> {
     let channel = handle.channel_open_session().await.map_err(ssh_error)?;
     // want_reply: a refused subsystem must be an error, not a silent INIT timeout.
     channel

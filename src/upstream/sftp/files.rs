@@ -267,7 +267,7 @@ impl WriteStream for SftpWriteStream {
     }
 }
 
-async fn close_quietly(client: &SftpClient, handle: &[u8]) {
+pub(super) async fn close_quietly(client: &SftpClient, handle: &[u8]) {
     match tokio::time::timeout(ABANDON_CLOSE_TIMEOUT, client.close(handle)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => debug!(error = %e, "closing an abandoned SFTP handle failed"),

@@ -8,24 +8,26 @@ mod channel;
 pub mod client;
 pub mod connect;
 mod files;
+mod listing;
+pub mod pool;
 pub mod wire;
-
-use std::time::Duration;
 
 use async_trait::async_trait;
 use tracing::debug;
 
 pub use connect::{HostKeyCheck, SftpCredentials, SftpSettings};
 pub use files::TransferSizes;
+pub use pool::{PoolMetrics, PoolSettings, SshPool};
 
 use self::client::SftpClient;
-use self::connect::SshHandle;
 use self::files::{SftpReadStream, SftpWriteStream};
+use self::listing::SftpListStream;
+use self::pool::Lease;
 use self::wire::{FileAttributes, S_IFDIR, S_IFLNK, S_IFREG};
 use super::error::{ErrorKind, Result, UpstreamError};
 use super::{
-    Capabilities, DirEntry, FileKind, Metadata, ReadStream, RemotePath, SetAttributes, Upstream,
-    WriteMode, WriteStream,
+    Capabilities, DirEntry, FileKind, ListStream, Metadata, ReadStream, RemotePath, SetAttributes,
+    Upstream, WriteMode, WriteStream,
 };
 
 /// Request size every SFTP server must accept (draft-02 §3 recommends 32 KiB
@@ -37,18 +39,25 @@ const MAX_REQUEST_SIZE: u32 = 255 * 1024;
 
 /// An authenticated SFTP session.
 pub struct SftpUpstream {
-    // Dropping the SSH handle ends the session, so it lives as long as the client.
-    ssh: SshHandle,
+    // The SSH connection: the session's own, or one shared through the pool
+    // (returned when this is dropped).
+    ssh: Lease,
     client: SftpClient,
     sizes: TransferSizes,
     fsync_uploads: bool,
 }
 
 impl SftpUpstream {
-    /// Connects and authenticates; errors say whether the host was
+    /// Connects and authenticates (or reuses a pooled connection for the
+    /// same upstream and credentials); errors say whether the host was
     /// unreachable, its key refused, or the credentials rejected.
-    pub async fn connect(settings: &SftpSettings, credentials: &SftpCredentials) -> Result<Self> {
-        let (ssh, channel) = connect::open_session(settings, credentials).await?;
+    pub async fn connect(
+        pool: &SshPool,
+        upstream: &str,
+        settings: &SftpSettings,
+        credentials: &SftpCredentials,
+    ) -> Result<Self> {
+        let (ssh, channel) = pool.open(upstream, settings, credentials).await?;
         let client = SftpClient::new(channel);
         let sizes = negotiate_sizes(&client, settings.requests_in_flight).await;
         debug!(?sizes, extensions = ?client.channel().version().extensions, "SFTP session ready");
@@ -148,39 +157,26 @@ impl Upstream for SftpUpstream {
     }
 
     async fn list(&self, path: &RemotePath) -> Result<Vec<DirEntry>> {
-        let handle = self.client.opendir(path.as_bytes()).await?;
+        let mut stream = self.list_stream(path).await?;
         let mut entries = Vec::new();
         let outcome = async {
-            while let Some(batch) = self.client.readdir(&handle).await? {
-                for entry in batch {
-                    if entry.filename.as_ref() == b"." || entry.filename.as_ref() == b".." {
-                        continue;
-                    }
-                    let mut metadata = to_metadata(&entry.attrs);
-                    if metadata.kind == FileKind::Symlink {
-                        // Show what the link points to, as `ls -lL` would; a
-                        // dangling link stays a link.
-                        if let Ok(target) = self
-                            .client
-                            .stat(path.join(&entry.filename).as_bytes())
-                            .await
-                        {
-                            metadata = to_metadata(&target);
-                        }
-                    }
-                    entries.push(DirEntry {
-                        name: entry.filename,
-                        metadata,
-                    });
-                }
+            while let Some(batch) = stream.next_batch().await? {
+                entries.extend(batch);
             }
             Ok::<_, UpstreamError>(())
         }
         .await;
-        let closed = self.client.close(&handle).await;
-        outcome?;
-        closed?;
-        Ok(entries)
+        stream.close().await;
+        outcome.map(|()| entries)
+    }
+
+    async fn list_stream(&self, path: &RemotePath) -> Result<Box<dyn ListStream>> {
+        let handle = self.client.opendir(path.as_bytes()).await?;
+        Ok(Box::new(SftpListStream::new(
+            self.client.clone(),
+            handle,
+            path.clone(),
+        )))
     }
 
     async fn open_read(&self, path: &RemotePath, offset: u64) -> Result<Box<dyn ReadStream>> {
@@ -328,11 +324,19 @@ impl Upstream for SftpUpstream {
     }
 
     async fn close(&self) {
-        self.client.channel().shutdown();
-        let disconnect =
-            self.ssh
-                .disconnect(russh::Disconnect::ByApplication, "session ended", "en");
-        let _ = tokio::time::timeout(Duration::from_secs(2), disconnect).await;
+        if !self.ssh.is_pooled() {
+            self.client.channel().shutdown();
+            self.ssh.close().await;
+        }
+        // A pooled connection and its channel are handed back on drop.
+    }
+}
+
+impl Drop for SftpUpstream {
+    fn drop(&mut self) {
+        // The pool may keep the channel for the next session of the same
+        // credentials; otherwise dropping the last handle closes it.
+        self.ssh.keep_channel(self.client.channel());
     }
 }
 
