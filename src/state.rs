@@ -264,6 +264,7 @@ impl Shared {
         self.metrics.prime(&new);
         self.limits.apply(&new);
         self.connection_rate.apply(new.security.connection_rate);
+        self.login_guard.lift_bans_of(&new.security.ban_exempt);
         self.passwords.set_cache_ttl(new.security.password_cache);
         self.listeners.store(Arc::new(listeners));
         self.config.store(Arc::new(new));

@@ -350,6 +350,27 @@ async fn file_proxy(text: &str) -> FileProxy {
 }
 
 #[tokio::test]
+async fn exempt_networks_are_never_banned() {
+    let sshd = Sshd::start();
+    let text = config(
+        &sshd,
+        "[security]\nmax_failed_logins = 2\nban_time = \"1m\"\nban_exempt = [\"127.0.0.0/8\", \"::1\"]\n",
+        &[("alice", "")],
+        "",
+    );
+    let fx = file_proxy(&text).await;
+    for _ in 0..4 {
+        let (_, reply) = login_reply(fx.proxy.addr, "alice", "wrong").await;
+        assert_eq!(reply.code, 530, "{reply:?}");
+    }
+    let (_, reply) = login_reply(fx.proxy.addr, "alice", PASSWORD).await;
+    assert_eq!(reply.code, 230, "still welcome: {reply:?}");
+    let (_, text) = get(fx.admin, "/metrics").await;
+    assert_eq!(metric(&text, "ftpbridge_login_bans_total"), Some(0.0));
+    fx.proxy.stop().await;
+}
+
+#[tokio::test]
 async fn failed_logins_ban_the_address_until_the_ban_ends() {
     let sshd = Sshd::start();
     let text = config(

@@ -264,6 +264,9 @@ pub struct SecuritySettings {
     /// How long credentials argon2 accepted are recognised without another
     /// verification (`auth::cache`); `None`: always verify.
     pub password_cache: Option<Duration>,
+    /// Client networks never banned (monitoring probes, the office NAT):
+    /// their failures still count towards the per-user limit.
+    pub ban_exempt: Vec<Cidr>,
 }
 
 /// `[admin]`: where /metrics, /healthz and /readyz are served.

@@ -104,6 +104,7 @@ pub struct RawSecurity {
     pub connections_per_ip_per_second: Option<u32>,
     pub connection_burst: Option<u32>,
     pub password_cache: Option<String>,
+    pub ban_exempt: Option<OneOrMany>,
 }
 
 /// `[admin]`: the HTTP listener for /metrics, /healthz and /readyz.

@@ -157,6 +157,10 @@ pub(super) fn security(raw: &RawSecurity) -> Result<SecuritySettings> {
             Some(text) => human::parse_optional_duration(text)
                 .map_err(|m| ConfigError::new("security.password_cache", m))?,
         },
+        ban_exempt: super::validate::cidr_list(
+            "security.ban_exempt".into(),
+            raw.ban_exempt.as_ref(),
+        )?,
     })
 }
 

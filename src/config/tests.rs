@@ -1252,3 +1252,19 @@ fn override_errors_name_the_entry() {
     ));
     assert!(err.to_string().contains("port"), "{err}");
 }
+
+#[test]
+fn ban_exempt_takes_networks_and_names_its_key() {
+    let config = load(&format!(
+        "[security]\nban_exempt = [\"10.0.0.0/8\", \"2001:db8::1\"]\n{}",
+        base()
+    ))
+    .unwrap();
+    assert_eq!(config.security.ban_exempt.len(), 2);
+    assert!(load(&base()).unwrap().security.ban_exempt.is_empty());
+    let err = error_for(&format!(
+        "[security]\nban_exempt = [\"10.0.0.0/40\"]\n{}",
+        base()
+    ));
+    assert_eq!(err.key, "security.ban_exempt");
+}

@@ -462,7 +462,7 @@ fn string_list(value: Option<&OneOrMany>) -> Vec<String> {
         .collect()
 }
 
-fn cidr_list(key: String, value: Option<&OneOrMany>) -> Result<Vec<Cidr>> {
+pub(super) fn cidr_list(key: String, value: Option<&OneOrMany>) -> Result<Vec<Cidr>> {
     string_list(value)
         .iter()
         .map(|text| {

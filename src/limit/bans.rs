@@ -4,7 +4,8 @@
 //! user name collects `max_failed_logins_per_user` failures (a distributed
 //! attack on one account), every further IP that fails on it is banned at
 //! once; the account itself is never locked, so an attacker cannot lock its
-//! owner out.
+//! owner out. Addresses in `ban_exempt` are never banned; their failures
+//! still count against the user name.
 //!
 //! Times are passed in, so the rules are tested without sleeping. The
 //! tables are bounded: past [`MAX_TRACKED`] entries, expired ones are
@@ -99,12 +100,15 @@ impl LoginGuard {
         prune(&mut state.by_user, |w| {
             now.duration_since(w.started) > window
         });
-        let ip_failures = state.by_ip.entry(ip).or_insert(fresh).count(now, window);
         let user_failures = state
             .by_user
             .entry(user.to_owned())
             .or_insert(fresh)
             .count(now, window);
+        if crate::net::cidr::any_contains(&settings.ban_exempt, ip) {
+            return FailureVerdict::Counted;
+        }
+        let ip_failures = state.by_ip.entry(ip).or_insert(fresh).count(now, window);
         let by_ip = settings.max_failed_logins > 0 && ip_failures >= settings.max_failed_logins;
         let by_user = settings.max_failed_logins_per_user > 0
             && user_failures > settings.max_failed_logins_per_user;
@@ -115,6 +119,16 @@ impl LoginGuard {
         state.by_ip.remove(&ip);
         state.bans.insert(ip, now + settings.ban_time);
         FailureVerdict::Banned(settings.ban_time)
+    }
+
+    /// Ends the bans of addresses in `networks` (a reload that exempts them).
+    pub fn lift_bans_of(&self, networks: &[crate::net::Cidr]) {
+        if networks.is_empty() {
+            return;
+        }
+        self.lock()
+            .bans
+            .retain(|ip, _| !crate::net::cidr::any_contains(networks, *ip));
     }
 
     /// Addresses banned now.
@@ -156,7 +170,35 @@ mod tests {
             ban_time: Duration::from_secs(300),
             connection_rate: None,
             password_cache: None,
+            ban_exempt: Vec::new(),
         }
+    }
+
+    #[test]
+    fn exempt_addresses_are_never_banned_but_count_against_the_user() {
+        let guard = LoginGuard::default();
+        let rules = SecuritySettings {
+            ban_exempt: vec!["198.51.100.0/30".parse().unwrap()],
+            ..settings(2, 3)
+        };
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            assert_eq!(
+                guard.failed(ip(1), "admin", &rules, t0),
+                FailureVerdict::Counted
+            );
+        }
+        assert_eq!(guard.banned(ip(1), t0), None);
+        guard.failed(ip(5), "x", &settings(1, 0), t0);
+        assert!(guard.banned(ip(5), t0).is_some());
+        guard.lift_bans_of(&["198.51.100.4/30".parse().unwrap()]);
+        assert_eq!(guard.banned(ip(5), t0), None, "exempted by a reload");
+        // The exempt address's failures pushed "admin" past its limit:
+        // the next address that fails on it is banned at once.
+        assert_eq!(
+            guard.failed(ip(9), "admin", &rules, t0),
+            FailureVerdict::Banned(Duration::from_secs(300))
+        );
     }
 
     fn ip(last: u8) -> IpAddr {
