@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Output;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::clients::{path_str, run, run_ok};
 use common::ftps::{FtpsControl, all_versions, client_config};
 use common::pki::TestPki;
 use common::proxy::{Fixture, PASSWORD, TEST_TIMEOUT, random_bytes, sha256, sha256_file};
@@ -47,29 +46,6 @@ impl Ftps {
     fn ca(&self) -> &str {
         self.pki.ca.to_str().expect("UTF-8 path")
     }
-}
-
-async fn run(program: &str, args: &[&str]) -> Output {
-    let command = Command::new(program).args(args).kill_on_drop(true).output();
-    tokio::time::timeout(TEST_TIMEOUT, command)
-        .await
-        .unwrap_or_else(|_| panic!("{program} {args:?} timed out"))
-        .unwrap_or_else(|e| panic!("{program} is not installed ({e}); run scripts/test.sh"))
-}
-
-async fn run_ok(program: &str, args: &[&str]) -> Vec<u8> {
-    let output = run(program, args).await;
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed: {}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output.stdout
-}
-
-fn path_str(path: &Path) -> &str {
-    path.to_str().expect("UTF-8 path")
 }
 
 #[tokio::test(flavor = "multi_thread")]

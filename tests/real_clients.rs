@@ -4,33 +4,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::Output;
 
+use common::clients::{path_str, run, run_ok};
 use common::proxy::{Fixture, PASSWORD, TEST_TIMEOUT, random_bytes, sha256, sha256_file};
-use tokio::process::Command;
-
-async fn run(program: &str, args: &[&str]) -> Output {
-    let command = Command::new(program).args(args).kill_on_drop(true).output();
-    tokio::time::timeout(TEST_TIMEOUT, command)
-        .await
-        .unwrap_or_else(|_| panic!("{program} {args:?} timed out"))
-        .unwrap_or_else(|e| panic!("{program} is not installed ({e}); run scripts/test.sh"))
-}
-
-async fn run_ok(program: &str, args: &[&str]) -> Vec<u8> {
-    let output = run(program, args).await;
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed: {}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output.stdout
-}
-
-fn path_str(path: &Path) -> &str {
-    path.to_str().expect("test paths are UTF-8")
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn curl_uploads_downloads_lists_and_resumes() {

@@ -9,6 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
+use common::clients::run_ok;
 use common::hook::{HookReply, HookServer};
 use common::pki::TestPki;
 use common::proxy::{PASSWORD, Proxy, connect_and_login, user_toml};
@@ -237,13 +238,7 @@ async fn a_classic_proxy_login_reaches_only_allowed_upstreams() {
     assert_eq!(read(&sshd.data_dir().join("by-addr.txt")), b"2");
     // curl, as a script would use it: the '@' of the login name is %40.
     let url = format!("ftp://{user}%40files:{password}@{}/by-name.txt", proxy.addr);
-    let fetched = tokio::process::Command::new("curl")
-        .args(["-sS", "--max-time", "30", &url])
-        .output()
-        .await
-        .unwrap();
-    assert!(fetched.status.success(), "{fetched:?}");
-    assert_eq!(fetched.stdout, b"1");
+    assert_eq!(run_ok("curl", &["-sS", &url]).await, b"1");
     // Anything else is not a relay.
     for target in ["evil.example.com", "127.0.0.1:22", "files:2222"] {
         let (_, reply) = login(proxy.addr, &format!("{user}@{target}"), &password).await;

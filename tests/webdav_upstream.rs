@@ -5,9 +5,8 @@
 mod common;
 
 use std::io::Cursor;
-use std::path::Path;
-use std::process::Output;
 
+use common::clients::{path_str, run_ok};
 use common::proxy::{
     PASSWORD, Proxy, TEST_TIMEOUT, connect_and_login, leftover_temporaries, password_hash,
     random_bytes, sha256, sha256_file,
@@ -136,32 +135,6 @@ fn reply_code(err: FtpError) -> u32 {
         FtpError::UnexpectedResponse(response) => response.status.code(),
         other => panic!("expected an FTP error reply, got {other}"),
     }
-}
-
-async fn run(program: &str, args: &[&str]) -> Output {
-    let command = tokio::process::Command::new(program)
-        .args(args)
-        .kill_on_drop(true)
-        .output();
-    tokio::time::timeout(TEST_TIMEOUT, command)
-        .await
-        .unwrap_or_else(|_| panic!("{program} {args:?} timed out"))
-        .unwrap_or_else(|e| panic!("{program} is not installed ({e}); run scripts/test.sh"))
-}
-
-async fn run_ok(program: &str, args: &[&str]) -> Vec<u8> {
-    let output = run(program, args).await;
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed: {}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output.stdout
-}
-
-fn path_str(path: &Path) -> &str {
-    path.to_str().expect("test paths are UTF-8")
 }
 
 /// A name with everything that breaks naive URL or XML handling.

@@ -1,6 +1,7 @@
 #![allow(dead_code)]
 //! Shared helpers for the integration tests; each test binary includes them with `mod common;`.
 //!
+//! - [`clients`]: running curl, lftp and python3 with a timeout.
 //! - [`sshd`]: a real OpenSSH sshd + sftp-server on 127.0.0.1 (upstream for SFTP tests).
 //! - [`proxy`]: the proxy in-process on 127.0.0.1:0, test configs, byte helpers.
 //! - [`raw`]: a bare control connection for exact reply codes.
@@ -12,6 +13,7 @@
 //! - [`source`]: connections from chosen loopback addresses, PASV/EPSV reply parsing.
 //! - [`netns`]: network namespaces, veth links and NAT for the NAT lab.
 
+pub mod clients;
 pub mod ftps;
 pub mod hook;
 pub mod http;

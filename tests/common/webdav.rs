@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-pub use super::pki::TestPki;
+pub use super::clients::path_str;
+use super::pki::TestPki;
 
 /// The service account in every server's password file (`auth = "basic"`).
 pub const SERVICE_USER: &str = "svc";
@@ -324,10 +325,6 @@ DavLockDB {root}/tmp/davlock
 </Location>
 "#
     )
-}
-
-fn path_str(path: &Path) -> &str {
-    path.to_str().expect("temp paths are UTF-8")
 }
 
 fn free_port() -> u16 {
