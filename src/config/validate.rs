@@ -871,18 +871,21 @@ fn webdav_upstream(i: usize, raw: &RawUpstream) -> Result<UpstreamConfig> {
     })
 }
 
+/// A credential key that the chosen `auth` does not use is an error, not ignored.
+fn forbid_with_auth(key: String, auth: &str, present: bool) -> Result<()> {
+    if present {
+        Err(ConfigError::new(
+            key,
+            format!("not used with auth = {auth:?}; remove it"),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 fn webdav_auth(i: usize, raw: &RawUpstream) -> Result<UpstreamAuth<DavCredentials>> {
     let key = |field: &str| format!("upstreams[{i}].{field}");
-    let forbid = |field: &str, present: bool| {
-        if present {
-            Err(ConfigError::new(
-                key(field),
-                format!("not used with auth = {:?}; remove it", raw.auth),
-            ))
-        } else {
-            Ok(())
-        }
-    };
+    let forbid = |field: &str, present: bool| forbid_with_auth(key(field), &raw.auth, present);
     let required = |field: &str, value: Option<&Secret>| {
         value.filter(|v| !v.is_empty()).cloned().ok_or_else(|| {
             ConfigError::new(key(field), format!("required with auth = {:?}", raw.auth))
@@ -998,16 +1001,7 @@ fn sftp_auth(i: usize, raw: &RawUpstream) -> Result<UpstreamAuth<SftpCredentials
                 )
             })
     };
-    let forbid = |field: &str, present: bool| {
-        if present {
-            Err(ConfigError::new(
-                key(field),
-                format!("not used with auth = {:?}; remove it", raw.auth),
-            ))
-        } else {
-            Ok(())
-        }
-    };
+    let forbid = |field: &str, present: bool| forbid_with_auth(key(field), &raw.auth, present);
     match raw.auth.as_str() {
         "passthrough" => {
             forbid("username", raw.username.is_some())?;
