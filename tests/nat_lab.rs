@@ -141,6 +141,15 @@ struct Tally {
 }
 
 impl Tally {
+    /// Every transfer succeeded; otherwise fails with the errors and `log`.
+    fn assert_all_succeeded(&self, what: impl std::fmt::Debug, log: String) {
+        assert_eq!(
+            self.succeeded, self.tried,
+            "{what:?}: {:?}\n{log}",
+            self.errors
+        );
+    }
+
     fn cell(&self) -> String {
         format!("{}/{}", self.succeeded, self.tried)
     }
@@ -437,13 +446,7 @@ fn cidr_covering_both_egress_addresses_lets_every_transfer_through() {
             mode,
             &tally,
         );
-        assert_eq!(
-            tally.succeeded,
-            tally.tried,
-            "{mode:?}: {:?}\n{}",
-            tally.errors,
-            server.proxy.log_tail(20)
-        );
+        tally.assert_all_succeeded(mode, server.proxy.log_tail(20));
     }
     // The attacker's address is in neither rule: it gets nothing, and the
     // transfer it tried to take fails fast.
@@ -536,13 +539,7 @@ fn tls_session_lets_every_ftps_transfer_through_and_refuses_an_attacker() {
         lab.set_snat(mode).unwrap();
         let tally = client.transfers(&server.alice_dir());
         record("ftpbridge", "same-ip + tls-session (FTPS)", mode, &tally);
-        assert_eq!(
-            tally.succeeded,
-            tally.tried,
-            "{mode:?}: {:?}\n{}",
-            tally.errors,
-            server.proxy.log_tail(30)
-        );
+        tally.assert_all_succeeded(mode, server.proxy.log_tail(30));
     }
     let log = std::fs::read_to_string(&server.proxy.log).unwrap();
     assert!(
@@ -658,13 +655,7 @@ fn passive_address_fixes_a_proxy_behind_nat_that_announces_its_private_address()
         Snat::Single,
         &tally,
     );
-    assert_eq!(
-        tally.succeeded,
-        tally.tried,
-        "{:?}\n{}",
-        tally.errors,
-        server.proxy.log_tail(20)
-    );
+    tally.assert_all_succeeded(Snat::Single, server.proxy.log_tail(20));
 }
 
 /// Kubernetes Services expose a handful of ports: one passive port serves
@@ -731,13 +722,7 @@ fn one_passive_port_serves_two_clients_at_once() {
         Snat::Single,
         &tally,
     );
-    assert_eq!(
-        tally.succeeded,
-        tally.tried,
-        "{:?}\n{}",
-        tally.errors,
-        server.proxy.log_tail(20)
-    );
+    tally.assert_all_succeeded(Snat::Single, server.proxy.log_tail(20));
 }
 
 /// Waits until `n` threads arrived here (or fails after a while).
@@ -855,13 +840,7 @@ fn vsftpd_default_in_the_same_topology() {
                 "vsftpd refuses the other address too: {:?}",
                 tally.errors
             ),
-            Snat::Single => assert_eq!(
-                tally.succeeded,
-                tally.tried,
-                "{:?}\n{}",
-                tally.errors,
-                vsftpd.guard.log_tail(10)
-            ),
+            Snat::Single => tally.assert_all_succeeded(Snat::Single, vsftpd.guard.log_tail(10)),
             Snat::Random => {}
         }
     }
@@ -1028,12 +1007,6 @@ fn behind_haproxy_the_policy_judges_the_addresses_the_proxy_headers_name() {
             mode,
             &tally,
         );
-        assert_eq!(
-            tally.succeeded,
-            tally.tried,
-            "{mode:?}: {:?}\n{}",
-            tally.errors,
-            server.proxy.log_tail(20)
-        );
+        tally.assert_all_succeeded(mode, server.proxy.log_tail(20));
     }
 }
